@@ -1,0 +1,45 @@
+# Every target creates and reuses .venv itself: `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVE_STAMP := $(VENV)/.stamp-serve
+DEV_STAMP := $(VENV)/.stamp-dev
+
+.PHONY: serve test train evaluate export lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Serving needs no torch: `make serve` installs the base dependencies only.
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $@ $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
+	$(VENV)/bin/gru-serve serve
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest -q
+
+train: $(DEV_STAMP)
+	$(VENV)/bin/gru-serve train
+
+evaluate: $(DEV_STAMP)
+	$(VENV)/bin/gru-serve evaluate
+
+export: $(DEV_STAMP)
+	$(VENV)/bin/gru-serve export
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(DEV_STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""The artifact contract: what the exporter writes and the service reads.
+
+Dependency-free apart from numpy on purpose: the service imports it without onnx or torch.
+Everything the service needs to serve a model travels in the ONNX file's `metadata_props`
+under the keys below, so the file can be served with nothing beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+OPSET = 14
+VARIANTS = ("cho2014", "cudnn")
+
+# Graph inputs and outputs. Layout 0 (time first) because onnxruntime's GRU rejects layout 1.
+INPUT_X = "x"  # float32 [T, B, input_size]
+INPUT_H0 = "h0"  # float32 [num_layers, B, hidden_size]
+INPUT_LENS = "seq_lens"  # int32 [B]: each row's valid length, 1 <= len <= T
+OUTPUT_Y = "y"  # float32 [T, B, output_size]: head output after each step (undefined past a row's length)
+OUTPUT_HN = "h_n"  # float32 [num_layers, B, hidden_size]: state after each row's last valid step
+
+META_PREFIX = "gru_serve."
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-series standardisation, fitted on the history a request sends (what training saw).
+
+    scaled = (value - loc) / scale, with loc/scale the mean/std of the history per feature and
+    scale floored at `min_scale` so a constant series stays finite.
+    """
+
+    rule: str = "standard"
+    min_scale: float = 1e-3
+
+    def fit(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # history (T, F) -> loc (F,), scale (F,)
+        loc = history.mean(axis=0)
+        scale = np.maximum(history.std(axis=0), self.min_scale)
+        return loc.astype(np.float32), scale.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    name: str
+    version: str
+    variant: str
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    output_size: int
+    scaler: Scaler = field(default_factory=Scaler)
+    # Quantile offsets in scaled space, added to the point forecast: offsets[level][step] for
+    # steps 1..len(offsets[level]); steps beyond the last one reuse the last offset.
+    quantile_levels: tuple[float, ...] = ()
+    quantile_offsets: tuple[tuple[float, ...], ...] = ()
+    metrics: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # provenance of the training data
+    versions: dict = field(default_factory=dict)  # torch / onnx versions that made it
+    opset: int = OPSET
+
+    def to_props(self) -> dict[str, str]:
+        d = asdict(self)
+        return {META_PREFIX + k: json.dumps(v) for k, v in d.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ArtifactMeta:
+        """Parse metadata_props; raises ValueError naming the first missing or bad key."""
+        raw: dict = {}
+        for key, text in props.items():
+            if key.startswith(META_PREFIX):
+                try:
+                    raw[key[len(META_PREFIX) :]] = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"metadata {key!r} is not valid JSON: {e}") from None
+        for required in ("name", "version", "variant", "input_size", "hidden_size", "num_layers", "output_size"):
+            if required not in raw:
+                raise ValueError(f"metadata {META_PREFIX}{required} is missing")
+        if raw["variant"] not in VARIANTS:
+            raise ValueError(f"metadata variant {raw['variant']!r} is not one of {VARIANTS}")
+        for k in ("input_size", "hidden_size", "num_layers", "output_size"):
+            if not isinstance(raw[k], int) or raw[k] < 1:
+                raise ValueError(f"metadata {k} must be a positive integer, got {raw[k]!r}")
+        levels = tuple(float(q) for q in raw.get("quantile_levels", ()))
+        offsets = tuple(tuple(float(v) for v in row) for row in raw.get("quantile_offsets", ()))
+        if len(levels) != len(offsets) or any(not 0 < q < 1 for q in levels):
+            raise ValueError("metadata quantile_levels/quantile_offsets do not match")
+        known = {f for f in cls.__dataclass_fields__}
+        rest = {k: v for k, v in raw.items() if k in known}
+        rest["scaler"] = Scaler(**raw.get("scaler", {}))
+        rest["quantile_levels"], rest["quantile_offsets"] = levels, offsets
+        return cls(**rest)

@@ -1,0 +1,136 @@
+"""Build the ONNX graph of the forecaster: one standard GRU node per layer plus the head.
+
+Weights come in as numpy arrays in PyTorch's layout (gate rows r, z, n) so that this module
+needs neither torch nor a checkpoint: tests build random artifacts with it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OPSET, OUTPUT_HN, OUTPUT_Y, ArtifactMeta
+
+
+@dataclass
+class LayerWeights:
+    """One layer in PyTorch's layout: rows ordered r, z, n."""
+
+    weight_ih: np.ndarray  # (3H, in)
+    weight_hh: np.ndarray  # (3H, H)
+    bias_ih: np.ndarray  # (3H,)
+    bias_hh: np.ndarray  # (3H,)
+
+
+@dataclass
+class ForecasterWeights:
+    layers: list[LayerWeights]
+    head_weight: np.ndarray  # (O, H)
+    head_bias: np.ndarray  # (O,)
+
+
+def to_onnx_gates(layer: LayerWeights, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch r, z, n rows -> ONNX W [1, 3H, in], R [1, 3H, H], B [1, 6H] in z, r, h order.
+
+    ONNX interpolates H_t = (1 - z) * h~ + z * H_{t-1}. That is the cudnn form as is; for
+    cho2014 (h_t = (1 - z) * h + z * c) the ONNX gate must be 1 - z = sigmoid(-a), so the
+    update gate's weights and biases are negated.
+    """
+
+    def zrh(a: np.ndarray) -> np.ndarray:
+        r, z, n = np.split(a, 3, axis=0)
+        if variant == "cho2014":
+            z = -z
+        return np.concatenate([z, r, n], axis=0)
+
+    W = zrh(layer.weight_ih)[None]
+    R = zrh(layer.weight_hh)[None]
+    B = np.concatenate([zrh(layer.bias_ih), zrh(layer.bias_hh)])[None]
+    return W.astype(np.float32), R.astype(np.float32), B.astype(np.float32)
+
+
+def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelProto:
+    """The complete artifact: graph, initializers and metadata; passes onnx.checker (full)."""
+    L, H, F, O = meta.num_layers, meta.hidden_size, meta.input_size, meta.output_size
+    if len(weights.layers) != L:
+        raise ValueError(f"metadata says {L} layers, weights have {len(weights.layers)}")
+    linear_before_reset = 1 if meta.variant == "cudnn" else 0
+    inits: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    const("axis0", np.array([0], dtype=np.int64))
+    const("axis1", np.array([1], dtype=np.int64))
+    layer_in, finals = INPUT_X, []
+    for i, lw in enumerate(weights.layers):
+        W, R, B = to_onnx_gates(lw, meta.variant)
+        const(f"W{i}", W)
+        const(f"R{i}", R)
+        const(f"B{i}", B)
+        const(f"h0_start{i}", np.array([i], dtype=np.int64))
+        const(f"h0_end{i}", np.array([i + 1], dtype=np.int64))
+        # h0 [L, B, H] -> this layer's [1, B, H]
+        nodes.append(helper.make_node("Slice", [INPUT_H0, f"h0_start{i}", f"h0_end{i}", "axis0"], [f"h0_{i}"]))
+        nodes.append(
+            helper.make_node(
+                "GRU",
+                [layer_in, f"W{i}", f"R{i}", f"B{i}", INPUT_LENS, f"h0_{i}"],
+                [f"Y{i}", f"Yh{i}"],
+                name=f"gru{i}",
+                hidden_size=H,
+                linear_before_reset=linear_before_reset,
+                layout=0,
+            )
+        )
+        # Y [T, 1, B, H] -> [T, B, H] feeds the next layer (the ONNX GRU zeroes rows past their length)
+        nodes.append(helper.make_node("Squeeze", [f"Y{i}", "axis1"], [f"seq{i}"]))
+        layer_in = f"seq{i}"
+        finals.append(f"Yh{i}")
+    nodes.append(helper.make_node("Concat", finals, [OUTPUT_HN], axis=0))
+    const("head_W", weights.head_weight.T.astype(np.float32))  # (H, O)
+    const("head_b", weights.head_bias.astype(np.float32))
+    nodes.append(helper.make_node("MatMul", [layer_in, "head_W"], ["head_mm"]))
+    nodes.append(helper.make_node("Add", ["head_mm", "head_b"], [OUTPUT_Y]))
+
+    graph = helper.make_graph(
+        nodes,
+        "gru_forecaster",
+        inputs=[
+            helper.make_tensor_value_info(INPUT_X, TensorProto.FLOAT, ["T", "B", F]),
+            helper.make_tensor_value_info(INPUT_H0, TensorProto.FLOAT, [L, "B", H]),
+            helper.make_tensor_value_info(INPUT_LENS, TensorProto.INT32, ["B"]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(OUTPUT_Y, TensorProto.FLOAT, ["T", "B", O]),
+            helper.make_tensor_value_info(OUTPUT_HN, TensorProto.FLOAT, [L, "B", H]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gru-serve"
+    )
+    model.ir_version = 8  # readable by onnxruntime releases from 1.10 on
+    helper.set_model_props(model, meta.to_props())
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def random_weights(meta: ArtifactMeta, seed: int = 0, scale: float = 0.5) -> ForecasterWeights:
+    """Random weights of the right shapes: the tiny models most tests serve."""
+    rng = np.random.default_rng(seed)
+    H, O = meta.hidden_size, meta.output_size
+
+    def u(*shape: int) -> np.ndarray:
+        return rng.uniform(-scale, scale, size=shape).astype(np.float32)
+
+    layers = [
+        LayerWeights(u(3 * H, meta.input_size if i == 0 else H), u(3 * H, H), u(3 * H), u(3 * H))
+        for i in range(meta.num_layers)
+    ]
+    return ForecasterWeights(layers, u(O, H), u(O))

@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite: tiny random-weight artifacts written to temp dirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from export.contract import ArtifactMeta
+from export.graph import build_model, random_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_ONNX = ROOT / "artifacts" / "gru.onnx"
+
+
+def tiny_meta(variant: str = "cho2014", **overrides) -> ArtifactMeta:
+    fields = dict(
+        name="tiny",
+        version="0.0.1",
+        variant=variant,
+        input_size=1,
+        hidden_size=8,
+        num_layers=2,
+        output_size=1,
+        quantile_levels=(0.1, 0.9),
+        quantile_offsets=((-1.0, -1.5, -2.0), (1.0, 1.5, 2.0)),
+    )
+    fields.update(overrides)
+    return ArtifactMeta(**fields)
+
+
+def write_tiny_artifact(path: Path, variant: str = "cho2014", seed: int = 0, **overrides) -> Path:
+    meta = tiny_meta(variant, **overrides)
+    onnx.save(build_model(random_weights(meta, seed=seed), meta), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 8-unit cho2014 forecaster with random weights."""
+    return write_tiny_artifact(tmp_path_factory.mktemp("artifact") / "tiny.onnx")
