@@ -1,0 +1,71 @@
+"""Service settings: environment variables `GRU_SERVE_<NAME>` == CLI flags `--<name>`.
+
+One source of truth: `gru-serve serve` builds its flags from these fields, so the two can
+never drift. Invalid values fail fast at start-up with the field's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GRU_SERVE_"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "gru.onnx"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Network and process
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(True, description="one structured log line per request")
+    shutdown_grace_s: float = Field(10.0, gt=0, description="time in-flight work gets on SIGTERM")
+
+    # Model and runtime
+    model_path: Path = Field(DEFAULT_MODEL, description="the ONNX artifact to serve")
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0 = ORT default)")
+    inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads (0 = ORT default)")
+    allow_spinning: bool = Field(False, description="let ORT threads spin between runs")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+    # Dynamic batching
+    max_batch_rows: int = Field(256, ge=1, description="rows per onnxruntime run")
+    max_wait_us: int = Field(500, ge=0, description="how long a batch waits for more rows")
+    max_queue_rows: int = Field(4096, ge=1, description="queued rows before new requests get 503")
+
+    # Input limits
+    max_series_length: int = Field(4096, ge=1, description="observations per series or item")
+    max_horizon: int = Field(512, ge=1)
+    max_items: int = Field(256, ge=1, description="series or items per request")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="request body limit (413)")
+
+    # Streaming
+    token_secret: SecretStr | None = Field(None, description="HMAC key for resume tokens")
+    max_sessions: int = Field(1024, ge=1)
+    session_idle_timeout_s: float = Field(300.0, gt=0)
+    max_steps_per_message: int = Field(256, ge=1)
+    max_queued_steps: int = Field(1024, ge=1, description="per session, before backpressure")
+    max_message_bytes: int = Field(1024 * 1024, ge=256)
+
+    # Operations
+    api_keys: str = Field("", description="comma-separated; auth is off when empty")
+    cors_origins: str = Field("", description="comma-separated allowed origins; none by default")
+
+    @field_validator("api_keys", "cors_origins")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return ",".join(p.strip() for p in v.split(",") if p.strip())
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k for k in self.api_keys.split(",") if k]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o for o in self.cors_origins.split(",") if o]
