@@ -21,6 +21,7 @@ INPUT_H0 = "h0"  # float32 [num_layers, B, hidden_size]
 INPUT_LENS = "seq_lens"  # int32 [B]: each row's valid length, 1 <= len <= T
 OUTPUT_Y = "y"  # float32 [T, B, output_size]: head output after each step (undefined past a row's length)
 OUTPUT_HN = "h_n"  # float32 [num_layers, B, hidden_size]: state after each row's last valid step
+OUTPUT_HSEQ = "h_seq"  # float32 [T, num_layers, B, hidden_size]: state after every step (zeros past a row's length)
 
 META_PREFIX = "gru_serve."
 

@@ -12,7 +12,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OPSET, OUTPUT_HN, OUTPUT_Y, ArtifactMeta
+from export.contract import (
+    INPUT_H0,
+    INPUT_LENS,
+    INPUT_X,
+    OPSET,
+    OUTPUT_HN,
+    OUTPUT_HSEQ,
+    OUTPUT_Y,
+    ArtifactMeta,
+)
 
 
 @dataclass
@@ -67,7 +76,7 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
 
     const("axis0", np.array([0], dtype=np.int64))
     const("axis1", np.array([1], dtype=np.int64))
-    layer_in, finals = INPUT_X, []
+    layer_in, finals, seqs = INPUT_X, [], []
     for i, lw in enumerate(weights.layers):
         W, R, B = to_onnx_gates(lw, meta.variant)
         const(f"W{i}", W)
@@ -92,7 +101,10 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
         nodes.append(helper.make_node("Squeeze", [f"Y{i}", "axis1"], [f"seq{i}"]))
         layer_in = f"seq{i}"
         finals.append(f"Yh{i}")
+        seqs.append(f"Y{i}")
     nodes.append(helper.make_node("Concat", finals, [OUTPUT_HN], axis=0))
+    # Per-step states of every layer, for clients that ask for the whole trajectory.
+    nodes.append(helper.make_node("Concat", seqs, [OUTPUT_HSEQ], axis=1))
     const("head_W", weights.head_weight.T.astype(np.float32))  # (H, O)
     const("head_b", weights.head_bias.astype(np.float32))
     nodes.append(helper.make_node("MatMul", [layer_in, "head_W"], ["head_mm"]))
@@ -109,6 +121,7 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
         outputs=[
             helper.make_tensor_value_info(OUTPUT_Y, TensorProto.FLOAT, ["T", "B", O]),
             helper.make_tensor_value_info(OUTPUT_HN, TensorProto.FLOAT, [L, "B", H]),
+            helper.make_tensor_value_info(OUTPUT_HSEQ, TensorProto.FLOAT, ["T", L, "B", H]),
         ],
         initializer=inits,
     )
