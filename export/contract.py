@@ -19,7 +19,9 @@ VARIANTS = ("cho2014", "cudnn")
 INPUT_X = "x"  # float32 [T, B, input_size]
 INPUT_H0 = "h0"  # float32 [num_layers, B, hidden_size]
 INPUT_LENS = "seq_lens"  # int32 [B]: each row's valid length, 1 <= len <= T
-OUTPUT_Y = "y"  # float32 [T, B, output_size]: head output after each step (undefined past a row's length)
+OUTPUT_Y = (
+    "y"  # float32 [T, B, output_size]: head output after each step (undefined past a row's length)
+)
 OUTPUT_HN = "h_n"  # float32 [num_layers, B, hidden_size]: state after each row's last valid step
 OUTPUT_HSEQ = "h_seq"  # float32 [T, num_layers, B, hidden_size]: state after every step (zeros past a row's length)
 
@@ -77,7 +79,15 @@ class ArtifactMeta:
                     raw[key[len(META_PREFIX) :]] = json.loads(text)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"metadata {key!r} is not valid JSON: {e}") from None
-        for required in ("name", "version", "variant", "input_size", "hidden_size", "num_layers", "output_size"):
+        for required in (
+            "name",
+            "version",
+            "variant",
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "output_size",
+        ):
             if required not in raw:
                 raise ValueError(f"metadata {META_PREFIX}{required} is missing")
         if raw["variant"] not in VARIANTS:

@@ -85,7 +85,11 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
         const(f"h0_start{i}", np.array([i], dtype=np.int64))
         const(f"h0_end{i}", np.array([i + 1], dtype=np.int64))
         # h0 [L, B, H] -> this layer's [1, B, H]
-        nodes.append(helper.make_node("Slice", [INPUT_H0, f"h0_start{i}", f"h0_end{i}", "axis0"], [f"h0_{i}"]))
+        nodes.append(
+            helper.make_node(
+                "Slice", [INPUT_H0, f"h0_start{i}", f"h0_end{i}", "axis0"], [f"h0_{i}"]
+            )
+        )
         nodes.append(
             helper.make_node(
                 "GRU",

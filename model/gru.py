@@ -56,7 +56,9 @@ class GRULayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # x (B, T, in), h (B, H), lengths (B,) -> out (B, T, H), h_last (B, H)
         H = self.hidden_size
-        gx = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, T, 3H), all steps at once
+        gx = torch.nn.functional.linear(
+            x, self.weight_ih, self.bias_ih
+        )  # (B, T, 3H), all steps at once
         w_hr, w_hz, w_hn = self.weight_hh.split(H)
         b_hr, b_hz, b_hn = self.bias_hh.split(H)
         outs = []
@@ -66,7 +68,9 @@ class GRULayer(nn.Module):
                 gh = torch.nn.functional.linear(h, self.weight_hh[: 2 * H], self.bias_hh[: 2 * H])
                 r = torch.sigmoid(x_r + gh[:, :H])
                 z = torch.sigmoid(x_z + gh[:, H:])
-                c = torch.tanh(x_n + torch.nn.functional.linear(r * h, w_hn, b_hn))  # reset BEFORE U_h
+                c = torch.tanh(
+                    x_n + torch.nn.functional.linear(r * h, w_hn, b_hn)
+                )  # reset BEFORE U_h
                 h_new = (1 - z) * h + z * c
             else:
                 gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)
@@ -116,10 +120,14 @@ class GRUForecaster(nn.Module):
         return self.head(out), torch.stack(finals)
 
     @torch.no_grad()
-    def rollout(self, history: torch.Tensor, horizon: int, h0: torch.Tensor | None = None) -> torch.Tensor:
+    def rollout(
+        self, history: torch.Tensor, horizon: int, h0: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Forecast `horizon` steps after `history` (B, T, F), feeding predictions back: (B, horizon, O)."""
         if self.config.output_size != self.config.input_size:
-            raise ValueError("rollout needs output_size == input_size (the head predicts the next input)")
+            raise ValueError(
+                "rollout needs output_size == input_size (the head predicts the next input)"
+            )
         y, h = self(history, h0)
         step, preds = y[:, -1:], [y[:, -1:]]
         for _ in range(horizon - 1):
@@ -130,7 +138,9 @@ class GRUForecaster(nn.Module):
     def load_torch_gru(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load the weights of an `nn.GRU(batch_first=...)` (keys `weight_ih_l0` ...)."""
         if self.config.variant != "cudnn":
-            raise ValueError("an nn.GRU state dict only means the same function in the 'cudnn' variant")
+            raise ValueError(
+                "an nn.GRU state dict only means the same function in the 'cudnn' variant"
+            )
         for i, layer in enumerate(self.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 key = f"{name}_l{i}"

@@ -29,8 +29,12 @@ class Settings(BaseSettings):
     # Model and runtime
     model_path: Path = Field(DEFAULT_MODEL, description="the ONNX artifact to serve")
     device: Literal["auto", "cuda", "cpu"] = "auto"
-    intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0 = ORT default)")
-    inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads (0 = ORT default)")
+    intra_op_threads: int = Field(
+        1, ge=0, description="onnxruntime intra-op threads (0 = ORT default)"
+    )
+    inter_op_threads: int = Field(
+        1, ge=0, description="onnxruntime inter-op threads (0 = ORT default)"
+    )
     allow_spinning: bool = Field(False, description="let ORT threads spin between runs")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
 

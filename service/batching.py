@@ -1,0 +1,195 @@
+"""Dynamic batching of GRU jobs: many requests' rows, one onnxruntime run.
+
+A job is one row: a sequence x (T, F) and its starting state h (L, H). Jobs from REST
+requests, forecast rollouts, stream steps and OIP calls all land in one queue; the batcher
+takes up to `max_rows` of them (closing a batch early only while the runtime is idle, after
+`max_wait`), pads them to a common T with per-row `seq_lens`, runs once in a worker thread,
+and resolves each job's future with its own slice. While a run is in flight new jobs pile up,
+so batches grow with load by themselves (continuous batching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("gru_serve.batching")
+
+# (x [T, B, F], h0 [L, B, H], lens [B], want_seq) -> (y [T, B, O], h_n [L, B, H], h_seq [T, L, B, H] | None)
+RunFn = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, bool], tuple[np.ndarray, np.ndarray, np.ndarray | None]
+]
+
+
+@dataclass
+class JobResult:
+    y: np.ndarray  # (T, O): head output after each step
+    h: np.ndarray  # (L, H): state after the last step
+    h_seq: np.ndarray | None  # (T, L, H) when asked for
+
+
+@dataclass
+class _Job:
+    x: np.ndarray
+    h: np.ndarray
+    want_seq: bool
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    """One run, handed to the observer (metrics) after it completes."""
+
+    rows: int
+    steps: int  # padded T of the run
+    queue_wait_s: list[float]
+    compute_s: float
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher is shutting down or crashed; the job never ran."""
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: RunFn,
+        max_rows: int,
+        max_wait_s: float,
+        observer: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self._observer = observer
+        self._queue: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # One worker thread: runs never overlap, so the event loop keeps the other core.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort-run")
+        self._closed = False
+        self.runs = 0
+        self.rows = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        """Finish nothing new: queued jobs fail with BatcherStopped; the in-flight run completes."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_pending(BatcherStopped("the server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    def submit(self, x: np.ndarray, h: np.ndarray, want_seq: bool = False) -> asyncio.Future:
+        """Queue one row; the future resolves to a JobResult (or the run's exception)."""
+        fut = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_exception(BatcherStopped("the server is shutting down"))
+            return fut
+        self._queue.append(_Job(x, h, want_seq, fut))
+        self._wakeup.set()
+        return fut
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                # Give stragglers a moment, but only up to max_wait after the first arrival.
+                deadline = self._queue[0].queued_at + self.max_wait_s
+                while (
+                    len(self._queue) < self.max_rows
+                    and (left := deadline - time.perf_counter()) > 0
+                ):
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), left)
+                    except TimeoutError:
+                        break
+                jobs = [self._queue.popleft() for _ in range(min(self.max_rows, len(self._queue)))]
+                jobs = [j for j in jobs if not j.future.done()]  # caller gave up (cancelled)
+                if jobs:
+                    await self._execute(jobs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a bug here must not leave callers waiting forever
+            log.exception("batcher crashed")
+            self._closed = True
+            self._fail_pending(BatcherStopped(f"batcher crashed: {e!r}"))
+            raise
+
+    async def _execute(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_rows, jobs)
+        except Exception as e:  # one failed run fails exactly the jobs in it
+            log.exception("onnxruntime run failed for %d rows", len(jobs))
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_exception(e)
+            return
+        compute = time.perf_counter() - started
+        for j, r in zip(jobs, results, strict=True):
+            if not j.future.done():
+                j.future.set_result(r)
+        self.runs += 1
+        self.rows += len(jobs)
+        if self._observer is not None:
+            steps = max(j.x.shape[0] for j in jobs)
+            self._observer(
+                BatchStats(len(jobs), steps, [started - j.queued_at for j in jobs], compute)
+            )
+
+    def _run_rows(self, jobs: list[_Job]) -> list[JobResult]:
+        """Worker thread: group rows of similar length (padding costs compute), run, split."""
+        out: list[JobResult | None] = [None] * len(jobs)
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i].x.shape[0])
+        for group in _length_groups(order, [jobs[i].x.shape[0] for i in order]):
+            rows = [jobs[i] for i in group]
+            lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
+            T, F = int(lens.max()), rows[0].x.shape[1]
+            x = np.zeros((T, len(rows), F), dtype=np.float32)
+            for b, j in enumerate(rows):
+                x[: j.x.shape[0], b] = j.x
+            h0 = np.stack([j.h for j in rows], axis=1).astype(np.float32, copy=False)  # (L, B, H)
+            want_seq = any(j.want_seq for j in rows)
+            y, h_n, h_seq = self._run(x, h0, lens, want_seq)
+            for b, (i, j) in enumerate(zip(group, rows, strict=True)):
+                n = j.x.shape[0]
+                out[i] = JobResult(
+                    y=y[:n, b].copy(),
+                    h=h_n[:, b].copy(),
+                    h_seq=h_seq[:n, :, b].copy() if j.want_seq and h_seq is not None else None,
+                )
+        return out  # type: ignore[return-value]
+
+
+def _length_groups(order: list[int], lengths: list[int]) -> list[list[int]]:
+    """Split rows sorted by length where padding to the group's max would more than double work."""
+    groups: list[list[int]] = []
+    start_len = None
+    for i, n in zip(order, lengths, strict=True):
+        if start_len is None or n > 2 * start_len:
+            groups.append([])
+            start_len = n
+        groups[-1].append(i)
+    return groups

@@ -1,0 +1,214 @@
+"""The inference core: every front door (REST, websocket, OIP) calls this, so the same input
+gives the same numbers whichever door it came through.
+
+It works on numpy arrays in model units. Scaling, rollouts and quantiles live here; batching
+is delegated to the Batcher and the onnxruntime session to the Runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.contract import ArtifactMeta
+from service.batching import Batcher, BatchStats, JobResult
+from service.errors import InvalidInput, Overloaded
+from service.runtime import Runtime
+from service.settings import Settings
+
+
+@dataclass
+class SeriesState:
+    """Where a series stands: hidden state plus the scaling fitted on its first history."""
+
+    h: np.ndarray  # (L, H)
+    loc: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+
+
+@dataclass
+class Forecast:
+    mean: np.ndarray  # (horizon, F) in data units
+    quantiles: dict[float, np.ndarray]  # level -> (horizon, F)
+    state: SeriesState  # after the history (the forecast itself never moves the state)
+
+
+class InferenceCore:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        observer: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.meta: ArtifactMeta = runtime.meta
+        self.settings = settings
+        self.batcher = Batcher(
+            runtime.run, settings.max_batch_rows, settings.max_wait_us / 1e6, observer
+        )
+        self.inflight_rows = 0
+
+    async def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    # ---- admission ---------------------------------------------------------------------------
+    @contextmanager
+    def admit(self, rows: int):
+        """Bound the rows of admitted requests: over the limit a request is refused at once (503)."""
+        if self.inflight_rows + rows > self.settings.max_queue_rows:
+            raise Overloaded()
+        self.inflight_rows += rows
+        try:
+            yield
+        finally:
+            self.inflight_rows -= rows
+
+    # ---- the building block ------------------------------------------------------------------
+    async def run_rows(
+        self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool = False
+    ) -> list[JobResult]:
+        """Run each x (T, F) from its h (L, H) through the batcher, concurrently; order kept."""
+        futures = [self.batcher.submit(x, h, want_seq) for x, h in zip(xs, hs, strict=True)]
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:  # a cancelled request must not leave rows in the queue
+                f.cancel()
+            raise
+
+    def zero_state(self) -> np.ndarray:
+        return np.zeros((self.meta.num_layers, self.meta.hidden_size), np.float32)
+
+    # ---- validation helpers (shared by every front door) -------------------------------------
+    def check_sequence(self, x: np.ndarray, field: str, min_len: int = 1) -> np.ndarray:
+        """Coerce to (T, F) float32, checking length limits, feature count and finiteness."""
+        F = self.meta.input_size
+        if x.ndim == 1 and F == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != F:
+            want = "a list of numbers" if F == 1 else f"a list of rows of {F} numbers"
+            raise InvalidInput(f"expected {want} (the model has {F} input feature(s))", field)
+        if x.shape[0] < min_len:
+            raise InvalidInput(f"needs at least {min_len} observation(s), got {x.shape[0]}", field)
+        if x.shape[0] > self.settings.max_series_length:
+            raise InvalidInput(
+                f"{x.shape[0]} observations exceed the limit of {self.settings.max_series_length}",
+                field,
+            )
+        if not np.isfinite(x).all():
+            raise InvalidInput("values must be finite numbers (no NaN or infinity)", field)
+        return x.astype(np.float32, copy=False)
+
+    def check_state(self, h: np.ndarray, field: str) -> np.ndarray:
+        L, H = self.meta.num_layers, self.meta.hidden_size
+        if h.shape != (L, H):
+            raise InvalidInput(
+                f"hidden state must be {L} x {H} (layers x hidden), got shape {list(h.shape)}",
+                field,
+            )
+        if not np.isfinite(h).all():
+            raise InvalidInput("hidden state values must be finite", field)
+        return h.astype(np.float32, copy=False)
+
+    def check_scaling(self, v: np.ndarray, field: str, positive: bool = False) -> np.ndarray:
+        F = self.meta.input_size
+        if v.shape != (F,) or not np.isfinite(v).all() or (positive and (v <= 0).any()):
+            kind = "positive " if positive else ""
+            raise InvalidInput(f"expected {F} finite {kind}number(s)", field)
+        return v.astype(np.float32, copy=False)
+
+    def check_horizon(self, horizon: int, field: str = "horizon") -> int:
+        if not 1 <= horizon <= self.settings.max_horizon:
+            raise InvalidInput(
+                f"horizon must be between 1 and {self.settings.max_horizon}, got {horizon}", field
+            )
+        return horizon
+
+    def check_quantiles(self, levels: Sequence[float], field: str = "quantiles") -> list[float]:
+        known = self.meta.quantile_levels
+        if levels and not known:
+            raise InvalidInput("this model has no calibrated quantiles", field)
+        lo, hi = (min(known), max(known)) if known else (0.5, 0.5)
+        for q in levels:
+            if not 0 < q < 1:
+                raise InvalidInput(f"quantile {q} is outside (0, 1)", field)
+            if not lo <= q <= hi and q != 0.5:
+                raise InvalidInput(
+                    f"quantile {q} is outside the calibrated range [{lo}, {hi}]", field
+                )
+        return list(dict.fromkeys(levels))
+
+    # ---- quantiles -----------------------------------------------------------------------------
+    def quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
+        """Scaled-space offsets per level and step: calibrated levels, interpolated between them
+        (0.5 sits at the point forecast), and the last calibrated step reused beyond the table."""
+        known = sorted(zip(self.meta.quantile_levels, self.meta.quantile_offsets, strict=True))
+        if 0.5 not in self.meta.quantile_levels and known:
+            known.append((0.5, (0.0,)))
+            known.sort()
+        steps = np.arange(horizon)
+        table = np.array(
+            [[row[min(s, len(row) - 1)] for s in steps] for _, row in known], np.float32
+        )
+        qs = np.array([q for q, _ in known])
+        return {
+            q: np.array([np.interp(q, qs, table[:, s]) for s in steps], np.float32) for q in levels
+        }
+
+    # ---- forecasting -----------------------------------------------------------------------------
+    async def forecast(
+        self,
+        series: Sequence[np.ndarray],
+        horizon: int,
+        levels: Sequence[float] = (),
+        states: Sequence[SeriesState | None] | None = None,
+    ) -> list[Forecast]:
+        """Read each (validated) series from its state (or zeros, scaled on its own history),
+        then roll out `horizon` steps feeding the point forecast back. All series of the request,
+        and of every concurrent request, advance through the batcher together."""
+        states = states or [None] * len(series)
+        with self.admit(len(series)):
+            scaled, h0s, scalers = [], [], []
+            for x, st in zip(series, states, strict=True):
+                loc, scale = (st.loc, st.scale) if st is not None else self.meta.scaler.fit(x)
+                scaled.append((x - loc) / scale)
+                h0s.append(st.h if st is not None else self.zero_state())
+                scalers.append((loc, scale))
+            first = await self.run_rows(scaled, h0s)
+            after = [r.h for r in first]  # state after the history: what return_state gives back
+            step = [r.y[-1:] for r in first]  # (1, F): prediction of the next observation
+            hs = after
+            path = [[s] for s in step]
+            for _ in range(horizon - 1):
+                res = await self.run_rows(step, hs)
+                step, hs = [r.y[-1:] for r in res], [r.h for r in res]
+                for p, s in zip(path, step, strict=True):
+                    p.append(s)
+        offsets = self.quantile_offsets(levels, horizon) if levels else {}
+        out = []
+        for p, (loc, scale), h in zip(path, scalers, after, strict=True):
+            mean_scaled = np.concatenate(p, axis=0)  # (horizon, F)
+            out.append(
+                Forecast(
+                    mean=mean_scaled * scale + loc,
+                    quantiles={
+                        q: (mean_scaled + off[:, None]) * scale + loc for q, off in offsets.items()
+                    },
+                    state=SeriesState(h, loc, scale),
+                )
+            )
+        return out
+
+    async def hidden(
+        self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool
+    ) -> list[JobResult]:
+        """Next-step hidden states in model units: the stateless block clients chain themselves."""
+        with self.admit(len(xs)):
+            return await self.run_rows(xs, hs, want_seq)

@@ -1,0 +1,68 @@
+"""One domain exception carrying its HTTP status; one JSON error shape for every route.
+
+REST: {"error": {"code": ..., "message": ..., "field": ...}}. The websocket sends the same
+code and message in an `error` message; the OIP routes use the protocol's {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(
+        self, message: str, field: str | None = None, *, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        err: dict = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            err["field"] = self.field
+        return {"error": err}
+
+
+class InvalidInput(ServiceError):
+    status = 422
+    code = "invalid_input"
+
+
+class MalformedRequest(ServiceError):
+    status = 400
+    code = "malformed_request"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Overloaded(ServiceError):
+    """The bounded queue is full: answered at once, never queued."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(
+        self, message: str = "the server is at capacity; retry shortly", retry_after_s: int = 1
+    ):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(ServiceError):
+    status = 503
+    code = "not_ready"

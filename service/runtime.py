@@ -1,0 +1,200 @@
+"""The runtime: one onnxruntime session, its provider choice, validation and warm-up.
+
+Nothing here knows about HTTP; the inference core calls `run` from a worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from export.contract import (
+    INPUT_H0,
+    INPUT_LENS,
+    INPUT_X,
+    OPSET,
+    OUTPUT_HN,
+    OUTPUT_HSEQ,
+    OUTPUT_Y,
+    ArtifactMeta,
+)
+from service.settings import Settings
+
+log = logging.getLogger("gru_serve.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class ArtifactError(RuntimeError):
+    """The model file is missing, corrupt or not a gru-serve artifact."""
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be had."""
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees, without touching onnxruntime (whose failed CUDA load logs errors)."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+@dataclass(frozen=True)
+class Placement:
+    provider: str  # the provider the session really runs on (session.get_providers()[0])
+    recurrent_nodes: str  # where the GRU nodes run: a cho2014 GRU is CPU-only even under CUDA
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = Path(settings.model_path)
+        self.session, self.meta = self._load()
+        self.placement = self._placement()
+        self.ready = False
+        log.info(
+            "model %s %s (%s) on %s; recurrent nodes on %s",
+            self.meta.name,
+            self.meta.version,
+            self.meta.variant,
+            self.placement.provider,
+            self.placement.recurrent_nodes,
+        )
+
+    # ---- loading -------------------------------------------------------------------------
+    def _session_options(self) -> ort.SessionOptions:
+        s = self.settings
+        so = ort.SessionOptions()
+        # A small recurrent model gains nothing from wide thread pools; one thread per run
+        # keeps latency flat and leaves the other cores to the event loop and other runs.
+        so.intra_op_num_threads = s.intra_op_threads
+        so.inter_op_num_threads = s.inter_op_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = _OPT_LEVELS[s.graph_optimization]
+        spin = "1" if s.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        so.log_severity_level = 3
+        return so
+
+    def _providers(self) -> list[str]:
+        want = self.settings.device
+        if want == "cpu":
+            return [CPU]
+        has_cuda = CUDA in ort.get_available_providers() and cuda_device_count() > 0
+        if want == "cuda" and not has_cuda:
+            raise DeviceError(
+                "device=cuda but no CUDA GPU is usable (no driver or no device, or an onnxruntime "
+                "build without the CUDA provider); use device=auto or device=cpu"
+            )
+        return [CUDA, CPU] if has_cuda else [CPU]
+
+    def _load(self) -> tuple[ort.InferenceSession, ArtifactMeta]:
+        if not self.path.is_file():
+            raise ArtifactError(f"model file {self.path} does not exist")
+        providers = self._providers()
+        if CUDA in providers and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from the onnxruntime-gpu[cuda,cudnn] wheels, if present
+        try:
+            session = ort.InferenceSession(
+                str(self.path), self._session_options(), providers=providers
+            )
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise ArtifactError(f"{self.path} is not a loadable ONNX model: {e}") from None
+        if self.settings.device == "cuda" and session.get_providers()[0] != CUDA:
+            raise DeviceError(
+                "device=cuda but onnxruntime fell back to the CPU (CUDA/cuDNN libraries missing?)"
+            )
+        meta = self._validate(session)
+        return session, meta
+
+    def _validate(self, session: ort.InferenceSession) -> ArtifactMeta:
+        try:
+            meta = ArtifactMeta.from_props(session.get_modelmeta().custom_metadata_map)
+        except ValueError as e:
+            raise ArtifactError(f"{self.path}: {e}") from None
+        if meta.opset != OPSET:
+            raise ArtifactError(
+                f"{self.path}: opset {meta.opset}, this server serves opset {OPSET}"
+            )
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        expected = {
+            INPUT_X: (meta.input_size, "tensor(float)"),
+            INPUT_H0: (meta.hidden_size, "tensor(float)"),
+            INPUT_LENS: (None, "tensor(int32)"),
+        }
+        for name, (last_dim, dtype) in expected.items():
+            if name not in inputs:
+                raise ArtifactError(f"{self.path}: graph input {name!r} is missing")
+            if inputs[name].type != dtype:
+                raise ArtifactError(
+                    f"{self.path}: input {name!r} is {inputs[name].type}, expected {dtype}"
+                )
+            if last_dim is not None and inputs[name].shape[-1] != last_dim:
+                raise ArtifactError(
+                    f"{self.path}: input {name!r} shape {inputs[name].shape} disagrees with metadata"
+                )
+        if not {OUTPUT_Y, OUTPUT_HN, OUTPUT_HSEQ} <= outputs:
+            raise ArtifactError(
+                f"{self.path}: graph outputs {sorted(outputs)} lack one of {OUTPUT_Y}, {OUTPUT_HN}, {OUTPUT_HSEQ}"
+            )
+        return meta
+
+    def _placement(self) -> Placement:
+        provider = self.session.get_providers()[0]
+        recurrent = provider
+        if provider == CUDA and self.meta.variant == "cho2014":
+            # cuDNN only implements linear_before_reset=1: ORT runs these GRU nodes on the CPU
+            # with copies in and out (DESIGN.md section 2).
+            recurrent = CPU
+            log.warning(
+                "provider is CUDA but this cho2014 model's GRU nodes run on the CPU "
+                "(cuDNN supports only linear_before_reset=1); export the cudnn variant for GPU recurrence"
+            )
+        return Placement(provider, recurrent)
+
+    # ---- running -------------------------------------------------------------------------
+    def run(
+        self, x: np.ndarray, h0: np.ndarray, lens: np.ndarray, want_seq: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """x [T, B, F], h0 [L, B, H], lens [B] -> y [T, B, O], h_n [L, B, H], h_seq [T, L, B, H] | None."""
+        feeds = {INPUT_X: x, INPUT_H0: h0, INPUT_LENS: lens}
+        if want_seq:
+            y, h_n, h_seq = self.session.run([OUTPUT_Y, OUTPUT_HN, OUTPUT_HSEQ], feeds)
+            return y, h_n, h_seq
+        y, h_n = self.session.run([OUTPUT_Y, OUTPUT_HN], feeds)  # skipping h_seq saves a copy
+        return y, h_n, None
+
+    def warmup(self, rounds: int = 3) -> float:
+        """Run representative shapes once so first requests don't pay allocation; returns seconds."""
+        m = self.meta
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for T, B in ((1, 1), (1, 16), (32, 4)):
+                self.run(
+                    np.zeros((T, B, m.input_size), np.float32),
+                    np.zeros((m.num_layers, B, m.hidden_size), np.float32),
+                    np.full(B, T, np.int32),
+                )
+        self.ready = True
+        return time.perf_counter() - start
