@@ -107,6 +107,12 @@ class Batcher:
         self._wakeup.set()
         return fut
 
+    def _fail_pending(self, exc: Exception) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(exc)
+
     async def _loop(self) -> None:
         try:
             while True:

@@ -1,16 +1,68 @@
-"""`gru-serve serve`."""
+"""`gru-serve serve`: flags generated from Settings, so flags and GRU_SERVE_* variables agree."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+
+from service.settings import ENV_PREFIX, Settings
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the ONNX artifact over HTTP and websocket")
-    p.set_defaults(run=_not_yet)
+    p = sub.add_parser(
+        "serve",
+        help="serve the ONNX artifact over HTTP and websocket",
+        description=f"Every flag can also be set as an environment variable {ENV_PREFIX}<NAME>; flags win.",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        p.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            metavar="VALUE",
+            help=f"{field.description or name} (env {env})",
+        )
+    p.set_defaults(run=run_serve)
 
 
-def _not_yet(args: argparse.Namespace) -> int:
+def load_settings(args: argparse.Namespace) -> Settings:
+    from pydantic import ValidationError
+
     from service.cli import CliError
 
-    raise CliError("not implemented yet")
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        raise CliError(f"--{name.replace('_', '-')}: {first['msg']}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.cli import CliError
+    from service.runtime import ArtifactError, DeviceError, Runtime
+
+    settings = load_settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        runtime = Runtime(settings)  # fail before binding: a bad artifact is one line, exit 2
+    except (ArtifactError, DeviceError) as e:
+        raise CliError(str(e)) from None
+    app = create_app(settings, runtime)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        ws_max_size=settings.max_message_bytes,
+    )
+    return 0

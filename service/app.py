@@ -1,0 +1,128 @@
+"""The application factory: routers, error handlers, middleware and the model's life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.core import InferenceCore
+from service.errors import InvalidInput, MalformedRequest, ServiceError
+from service.middleware import BodyLimit
+from service.routes import forecast, health, hidden, models, timeseries
+from service.runtime import Runtime
+from service.schemas import ErrorResponse
+from service.settings import Settings
+
+log = logging.getLogger("gru_serve.app")
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. The model loads in the lifespan unless a loaded `runtime` is handed in
+    (the CLI loads it first so that a bad artifact fails before the server binds)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = runtime or Runtime(settings)
+        core = InferenceCore(rt, settings)
+        app.state.runtime, app.state.core = rt, core
+        await core.start()
+        # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.
+        warm = asyncio.create_task(_warm_up(app, rt))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            warm.cancel()
+            await core.stop()
+
+    app = FastAPI(
+        title="gru-serve",
+        summary="GRU forecasts, next-step hidden states and streams on onnxruntime",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served below from local assets: /docs must work without internet
+        redoc_url=None,
+        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    )
+    app.state.settings = settings
+    app.state.ready = False
+    app.state.runtime = runtime
+    _install_error_handlers(app)
+    _install_docs(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    for module in (health, models, forecast, hidden, timeseries):
+        app.include_router(module.router)
+    return app
+
+
+async def _warm_up(app: FastAPI, rt: Runtime) -> None:
+    seconds = await asyncio.to_thread(rt.warmup)
+    app.state.ready = True
+    log.info("warm-up done in %.0f ms; ready", seconds * 1000)
+
+
+def _error(status: int, body: dict, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.body(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = (
+            exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": (), "type": ""}
+        )
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            err: ServiceError = MalformedRequest(
+                f"request body is not valid JSON: {first.get('msg')}"
+            )
+        else:
+            # pydantic names union members in loc (e.g. 'list[float]'); keep the user's path only
+            path = [p for p in loc if not p.startswith(("list[", "function-", "union["))]
+            err = InvalidInput(str(first.get("msg", "invalid value")), ".".join(path) or None)
+        return _error(err.status, err.body())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(
+            exc.status_code, {"error": {"code": code, "message": str(exc.detail)}}, exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, {"error": {"code": "internal", "message": "internal server error"}})
+
+
+def _install_docs(app: FastAPI) -> None:
+    # Swagger UI's assets ship in the fastapi-offline wheel; we only serve its static folder.
+    app.mount(
+        "/static/docs",
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="gru-serve API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )

@@ -1,0 +1,76 @@
+"""POST /v1/forecast: point and quantile forecasts for one or many series."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.core import SeriesState
+from service.deps import CoreDep
+from service.errors import InvalidInput
+from service.schemas import (
+    ErrorResponse,
+    ForecastRequest,
+    ForecastResponse,
+    ForecastState,
+    SeriesForecast,
+)
+from service.translate import quantile_key, series_out, to_array
+
+router = APIRouter(prefix="/v1", tags=["forecast"])
+
+
+@router.post(
+    "/forecast",
+    response_model=ForecastResponse,
+    responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+)
+async def create_forecast(req: ForecastRequest, core: CoreDep) -> ForecastResponse:
+    """Forecast `horizon` steps after each series, with optional quantiles and states."""
+    s = core.settings
+    if len(req.series) > s.max_items:
+        raise InvalidInput(
+            f"{len(req.series)} series exceed the limit of {s.max_items} per request", "series"
+        )
+    if req.state is not None and len(req.state) != len(req.series):
+        raise InvalidInput(
+            f"expected one state per series ({len(req.series)}), got {len(req.state)}", "state"
+        )
+    horizon = core.check_horizon(req.horizon)
+    levels = core.check_quantiles(req.quantiles)
+    series = [
+        core.check_sequence(to_array(v, f"series.{i}"), f"series.{i}")
+        for i, v in enumerate(req.series)
+    ]
+    states = [
+        parse_state(core, st, f"state.{i}")
+        for i, st in enumerate(req.state or [None] * len(series))
+    ]
+    results = await core.forecast(series, horizon, levels, states)
+    return ForecastResponse(
+        model=core.meta.name,
+        version=core.meta.version,
+        forecasts=[
+            SeriesForecast(
+                mean=series_out(r.mean),
+                quantiles={quantile_key(q): series_out(v) for q, v in r.quantiles.items()},
+                state=ForecastState(
+                    h=r.state.h.tolist(), loc=r.state.loc.tolist(), scale=r.state.scale.tolist()
+                )
+                if req.return_state
+                else None,
+            )
+            for r in results
+        ],
+    )
+
+
+def parse_state(core, st: ForecastState | None, field: str) -> SeriesState | None:
+    if st is None:
+        return None
+    return SeriesState(
+        h=core.check_state(to_array(st.h, f"{field}.h"), f"{field}.h"),
+        loc=core.check_scaling(to_array(st.loc, f"{field}.loc"), f"{field}.loc"),
+        scale=core.check_scaling(
+            to_array(st.scale, f"{field}.scale"), f"{field}.scale", positive=True
+        ),
+    )

@@ -1,0 +1,30 @@
+"""Kubernetes-style probes: /healthz (the process answers) and /readyz (model warmed up)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def get_liveness() -> Health:
+    """Liveness: the process is up and its event loop answers."""
+    return Health(status="alive")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def get_readiness(request: Request) -> JSONResponse:
+    """Readiness: the model is loaded and warmed up (503 before, and once shutdown begins)."""
+    state = request.app.state
+    rt = state.runtime
+    body = Health(
+        status="ready" if state.ready else "not_ready",
+        provider=rt.placement.provider if rt is not None else None,
+        model=rt.meta.name if rt is not None else None,
+        version=rt.meta.version if rt is not None else None,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503)

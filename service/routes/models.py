@@ -1,0 +1,34 @@
+"""Model metadata."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.schemas import ModelInfo, ModelsResponse
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def model_info(request: Request) -> ModelInfo:
+    rt = request.app.state.runtime
+    m = rt.meta
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        variant=m.variant,
+        input_size=m.input_size,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        output_size=m.output_size,
+        quantile_levels=list(m.quantile_levels),
+        provider=rt.placement.provider,
+        recurrent_nodes=rt.placement.recurrent_nodes,
+        metrics=m.metrics,
+        data=m.data,
+    )
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def list_models(request: Request) -> ModelsResponse:
+    """The served model: name, version, variant, sizes, provider and training metrics."""
+    return ModelsResponse(models=[model_info(request)])

@@ -1,0 +1,93 @@
+"""POST /v1/timeseries/forecast: the same forecasts through KServe's time-series schema."""
+
+from __future__ import annotations
+
+import calendar
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter
+
+from service.deps import CoreDep
+from service.errors import InvalidInput
+from service.schemas import (
+    TimeSeriesForecast,
+    TimeSeriesOutput,
+    TimeSeriesRequest,
+    TimeSeriesResponse,
+)
+from service.translate import quantile_key, series_out, to_array
+
+router = APIRouter(prefix="/v1/timeseries", tags=["forecast"])
+
+_FIXED = {"S": timedelta(seconds=1), "T": timedelta(minutes=1), "H": timedelta(hours=1),
+          "D": timedelta(days=1), "W": timedelta(weeks=1)}  # fmt: skip
+_MONTHS = {"M": 1, "Q": 3, "Y": 12}
+_ALIASES = {"second": "S", "minute": "T", "hour": "H", "day": "D", "week": "W",
+            "month": "M", "quarter": "Q", "year": "Y"}  # fmt: skip
+_KINDS = ("univariate_time_series", "multivariate_time_series")
+
+
+def add_steps(start: datetime, frequency: str, steps: int) -> datetime:
+    """`start` moved by `steps` periods; months clamp to the month's last day (Jan 31 + 1M = Feb 28/29)."""
+    f = _ALIASES.get(frequency, frequency)
+    if f in _FIXED:
+        return start + _FIXED[f] * steps
+    months = start.month - 1 + _MONTHS[f] * steps
+    year, month = start.year + months // 12, months % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return start.replace(year=year, month=month, day=day)
+
+
+@router.post("/forecast", response_model=TimeSeriesResponse)
+async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> TimeSeriesResponse:
+    """Forecast each named series; `frequency` and `start_timestamp` give the forecast's start."""
+    if req.model is not None and req.model != core.meta.name:
+        raise InvalidInput(
+            f"this server serves model {core.meta.name!r}, not {req.model!r}", "model"
+        )
+    if len(req.inputs) > core.settings.max_items:
+        raise InvalidInput(
+            f"{len(req.inputs)} series exceed the limit of {core.settings.max_items}", "inputs"
+        )
+    horizon = core.check_horizon(req.options.horizon, "options.horizon")
+    levels = core.check_quantiles(req.options.quantiles or [], "options.quantiles")
+    series, starts = [], []
+    for i, inp in enumerate(req.inputs):
+        field = f"inputs.{i}"
+        if inp.type not in _KINDS:
+            raise InvalidInput(f"type must be one of {_KINDS}, got {inp.type!r}", f"{field}.type")
+        if _ALIASES.get(inp.frequency, inp.frequency) not in {*_FIXED, *_MONTHS}:
+            raise InvalidInput(f"unknown frequency {inp.frequency!r}", f"{field}.frequency")
+        x = core.check_sequence(to_array(inp.series, f"{field}.series"), f"{field}.series")
+        series.append(x)
+        start = None
+        if inp.start_timestamp is not None:
+            try:
+                first = datetime.fromisoformat(inp.start_timestamp)
+            except ValueError:
+                raise InvalidInput(
+                    "start_timestamp is not an ISO 8601 timestamp", f"{field}.start_timestamp"
+                ) from None
+            start = add_steps(first, inp.frequency, x.shape[0]).isoformat()
+        starts.append(start)
+    results = await core.forecast(series, horizon, levels)
+    content = [
+        TimeSeriesForecast(
+            type=inp.type,
+            name=inp.name,
+            mean_forecast=series_out(r.mean),
+            frequency=inp.frequency,
+            start_timestamp=start,
+            quantiles={quantile_key(q): series_out(v) for q, v in r.quantiles.items()} or None,
+        )
+        for inp, r, start in zip(req.inputs, results, starts, strict=True)
+    ]
+    rid = uuid.uuid4().hex
+    return TimeSeriesResponse(
+        id=rid,
+        created_at=int(time.time()),
+        model=core.meta.name,
+        outputs=[TimeSeriesOutput(id=rid, content=content)],
+    )
