@@ -70,12 +70,14 @@ def forecaster(
     h0: np.ndarray,
     lengths: np.ndarray,
     variant: str,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_states: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Stacked layers plus the linear head.
 
     x (B, T, F), h0 (L, B, H), lengths (B,) -> y (B, T, O), h_n (L, B, H). A row's state is
     frozen once t >= its length, so h_n is the state after its last valid step; y past a
     row's length is whatever the head makes of the frozen state (callers ignore it).
+    With `return_states`, also h_seq (B, T, L, H): every layer's state after every step.
     """
     x = np.asarray(x, dtype=np.float64)
     lengths = np.asarray(lengths)
@@ -83,7 +85,7 @@ def forecaster(
     hs = [np.asarray(h, dtype=np.float64).copy() for h in h0]  # per layer (B, H)
     W = np.asarray(head_weight, dtype=np.float64)
     b = np.asarray(head_bias, dtype=np.float64)
-    ys = []
+    ys, states = [], []
     for t in range(T):
         valid = (t < lengths)[:, None]  # (B, 1)
         inp = x[:, t]
@@ -91,4 +93,7 @@ def forecaster(
             hs[i] = np.where(valid, step(g, inp, hs[i], variant), hs[i])
             inp = hs[i]
         ys.append(inp @ W.T + b)
+        states.append(np.stack(hs, axis=1))  # (B, L, H)
+    if return_states:
+        return np.stack(ys, axis=1), np.stack(hs), np.stack(states, axis=1)
     return np.stack(ys, axis=1), np.stack(hs)

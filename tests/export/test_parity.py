@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from export_helpers import TOL, run_three, session_for, torch_model
+from export_helpers import TOL, reference_params, run_three, session_for, torch_model
+from reference import forecaster
 
+from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OUTPUT_HN, OUTPUT_HSEQ
 from export.verify import max_abs_error, random_batch
 
 VARIANTS = ["cho2014", "cudnn"]
@@ -97,3 +99,25 @@ def test_reference_catches_the_wrong_variant():
     a, _, _ = run_three(model, session_for(model), x, h0, lengths)
     b, _, _ = run_three(other, session_for(other), x, h0, lengths)
     assert max_abs_error(a, b, lengths) > 1e-2
+
+
+def test_h_seq_holds_every_layers_state_at_valid_steps(pair):
+    """The h_seq output ([T, L, B, H]) equals the NumPy states per step and layer; zero past
+    a row's length (the contract), and its last valid step is h_n."""
+    model, session = pair
+    c = model.config
+    x, h0, lengths = random_batch(c.input_size, c.num_layers, c.hidden_size, 5, 30, seed=11)
+    layers, W, b = reference_params(model)
+    _, _, ref_states = forecaster(layers, W, b, x, h0, lengths, c.variant, return_states=True)
+    feeds = {
+        INPUT_X: np.ascontiguousarray(x.transpose(1, 0, 2)),
+        INPUT_H0: h0,
+        INPUT_LENS: lengths,
+    }
+    h_seq, h_n = session.run([OUTPUT_HSEQ, OUTPUT_HN], feeds)
+    h_seq = h_seq.transpose(2, 0, 1, 3)  # (B, T, L, H)
+    assert h_seq.shape == (5, 30, c.num_layers, c.hidden_size)
+    for row, n in enumerate(lengths):
+        assert np.abs(h_seq[row, :n] - ref_states[row, :n]).max() <= TOL
+        assert np.all(h_seq[row, n:] == 0)
+        assert np.abs(h_seq[row, n - 1] - h_n[:, row]).max() <= TOL
