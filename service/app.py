@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.core import InferenceCore
 from service.errors import InvalidInput, MalformedRequest, ServiceError
 from service.middleware import BodyLimit
-from service.routes import forecast, health, hidden, models, timeseries
+from service.routes import forecast, health, hidden, models, oip, timeseries
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, models, forecast, hidden, timeseries):
+    for module in (health, models, forecast, hidden, timeseries, oip):
         app.include_router(module.router)
     return app
 
