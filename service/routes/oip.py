@@ -1,0 +1,204 @@
+"""KServe Open Inference Protocol v2 REST routes: health, metadata, readiness and infer.
+
+Endpoints only translate (service/oip.py holds the codec): infer goes through the same core
+and dynamic batcher as /v1/hidden, so both answer the same numbers. Errors use the protocol's
+own `{"error": "..."}` body.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service import oip
+from service.errors import ServiceError
+from service.oip import OipError
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+_ERRORS = {
+    400: {"model": oip.OipErrorBody, "description": "bad request"},
+    404: {"model": oip.OipErrorBody, "description": "unknown model or version"},
+    503: {"model": oip.OipErrorBody, "description": "not ready or overloaded"},
+}
+
+
+def _error(e: OipError) -> JSONResponse:
+    return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+
+def _runtime(request: Request, name: str, version: str | None):
+    """The runtime serving `name` (and `version`, when given); OipError 404/503 otherwise."""
+    rt = request.app.state.runtime
+    if rt is None:
+        raise OipError(503, "the model is still loading", {"Retry-After": "1"})
+    if name != rt.meta.name:
+        raise OipError(404, f"unknown model {name!r}; this server serves {rt.meta.name!r}")
+    if version is not None and version != rt.meta.version:
+        raise OipError(
+            404, f"unknown version {version!r} of model {name!r}; served: {rt.meta.version!r}"
+        )
+    return rt
+
+
+@router.get("", response_model=oip.ServerMetadata)
+async def get_server_metadata(request: Request) -> oip.ServerMetadata:
+    """Server metadata: name, version and supported protocol extensions."""
+    return oip.ServerMetadata(
+        name="gru-serve", version=request.app.version, extensions=oip.EXTENSIONS
+    )
+
+
+@router.get("/health/live")
+async def get_server_live() -> dict:
+    """Server live: the process answers (never requires an API key)."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={503: {"description": "not ready"}})
+async def get_server_ready(request: Request) -> JSONResponse:
+    """Server ready: the model is loaded and warmed up (503 before; no API key needed)."""
+    ready = bool(request.app.state.ready)
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+async def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
+    try:
+        _runtime(request, name, version)
+    except OipError as e:
+        return _error(e)
+    ready = bool(request.app.state.ready)
+    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+
+async def _model_metadata(request: Request, name: str, version: str | None) -> JSONResponse:
+    try:
+        rt = _runtime(request, name, version)
+    except OipError as e:
+        return _error(e)
+    inputs, outputs = oip.tensor_signature(rt.meta)
+    body = oip.ModelMetadata(
+        name=rt.meta.name,
+        versions=[rt.meta.version],
+        platform=oip.PLATFORM,
+        inputs=inputs,
+        outputs=outputs,
+    )
+    return JSONResponse(body.model_dump())
+
+
+@router.get("/models/{name}/ready", response_model=oip.ModelReady, responses=_ERRORS)
+async def get_model_ready(request: Request, name: str) -> JSONResponse:
+    """Model ready (200) or still warming up (503)."""
+    return await _model_ready(request, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_model=oip.ModelReady, responses=_ERRORS
+)
+async def get_model_version_ready(request: Request, name: str, version: str) -> JSONResponse:
+    """Model version ready (200) or still warming up (503)."""
+    return await _model_ready(request, name, version)
+
+
+@router.get("/models/{name}", response_model=oip.ModelMetadata, responses=_ERRORS)
+async def get_model_metadata(request: Request, name: str) -> JSONResponse:
+    """Model metadata: versions, platform and the batch-first input and output tensors."""
+    return await _model_metadata(request, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{version}", response_model=oip.ModelMetadata, responses=_ERRORS
+)
+async def get_model_version_metadata(request: Request, name: str, version: str) -> JSONResponse:
+    """Model version metadata."""
+    return await _model_metadata(request, name, version)
+
+
+_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": [1, 3, 1],
+                            "datatype": "FP32",
+                            "data": [0.1, 0.2, 0.3],
+                        }
+                    ],
+                    "outputs": [{"name": "y"}, {"name": "h_n"}],
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "binary tensor data extension: JSON header of "
+                    "Inference-Header-Content-Length bytes, then the raw tensors",
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/models/{name}/infer", responses=_ERRORS, openapi_extra=_INFER_DOC)
+async def create_inference(request: Request, name: str) -> Response:
+    """Inference: x [B, T, F] FP32 (+ h0 [B, L, H], seq_lens [B]) -> y [B, T, O], h_n [B, L, H]."""
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", responses=_ERRORS, openapi_extra=_INFER_DOC)
+async def create_version_inference(request: Request, name: str, version: str) -> Response:
+    """Inference on a named version (the served one)."""
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    try:
+        rt = _runtime(request, name, version)
+        if not request.app.state.ready:
+            raise OipError(503, "the model is not ready yet", {"Retry-After": "1"})
+        if request.headers.get("content-encoding", "identity") != "identity":
+            raise OipError(400, "compressed request bodies (Content-Encoding) are not supported")
+        body = await request.body()
+        req = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), rt.meta)
+        tensors = await _run(request.app.state.core, req)
+    except OipError as e:
+        return _error(e)
+    except ServiceError as e:  # the core's own errors: invalid input is a 400 in this protocol
+        status = 400 if e.status == 422 else e.status
+        field = f" ({e.field})" if e.field else ""
+        return _error(OipError(status, e.message + field, e.headers))
+    content, headers = oip.encode_response(
+        rt.meta.name, rt.meta.version, req.id, tensors, req.outputs
+    )
+    return Response(content, headers=headers)
+
+
+async def _run(core, req: oip.InferRequest) -> dict[str, np.ndarray]:
+    rows, T = req.x.shape[:2]
+    if rows > core.settings.max_items:
+        raise OipError(400, f"batch of {rows} exceeds the limit of {core.settings.max_items}")
+    lens = req.seq_lens if req.seq_lens is not None else np.full(rows, T, np.int32)
+    xs = [core.check_sequence(req.x[b, : lens[b]], f"x[{b}]") for b in range(rows)]
+    hs = [
+        core.zero_state() if req.h0 is None else core.check_state(req.h0[b], f"h0[{b}]")
+        for b in range(rows)
+    ]
+    results = await core.hidden(xs, hs, False)
+    out: dict[str, np.ndarray] = {}
+    if oip.OUTPUT_Y in req.outputs:
+        y = np.zeros((rows, T, core.meta.output_size), np.float32)
+        for b, r in enumerate(results):
+            y[b, : r.y.shape[0]] = r.y
+        out[oip.OUTPUT_Y] = y
+    if oip.OUTPUT_HN in req.outputs:
+        out[oip.OUTPUT_HN] = np.stack([r.h for r in results])
+    # keep the client's order of requested outputs
+    return {k: out[k] for k in req.outputs}
