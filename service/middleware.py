@@ -9,12 +9,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import PayloadTooLarge
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Answer 413 for bodies over `max_bytes`, by Content-Length or while streaming chunks."""
+    """Answer 413 for bodies over `max_bytes`, by Content-Length or, for chunked bodies, by
+    reading them up to the limit before the app sees them.
+
+    A limit hit while the app reads the body cannot be signalled by raising from `receive`:
+    FastAPI turns any error while parsing the body into a 400. So a body without
+    Content-Length is buffered here (at most `max_bytes`) and replayed to the app.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -33,29 +35,36 @@ class BodyLimit:
                 if declared > self.max_bytes:
                     await self._reject(send)
                     return
+                # The server delivers exactly Content-Length bytes: nothing more to check.
+                await self.app(scope, receive, send)
+                return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # http.disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         err = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
