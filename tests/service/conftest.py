@@ -1,6 +1,6 @@
 """Fixtures for service tests: settings on a tiny artifact, an in-process TestClient that waits
-for readiness, a real `gru-serve serve` subprocess on a free loopback port, and an independent
-NumPy reference of the served forecaster (weights rebuilt from the artifact's seed).
+for readiness, a real `gru-serve serve` subprocess on a free loopback port, and the NumPy
+reference of the tiny artifact. Plain helpers live in service_helpers.py.
 
 Reusable by every service test module (REST, streaming, ops): nothing here is REST-specific.
 """
@@ -8,47 +8,15 @@ Reusable by every service test module (REST, streaming, ops): nothing here is RE
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from reference import forecaster, gates_from_pytorch
+from service_helpers import Reference, ServerProcess, start_server, tiny_meta, wait_ready
 
-from export.contract import ArtifactMeta
-from export.graph import random_weights
 from service.app import create_app
 from service.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _root_conftest():
-    # Both conftest files import as "conftest"; load the root one under its own name.
-    spec = importlib.util.spec_from_file_location(
-        "gru_tests_conftest", ROOT / "tests" / "conftest.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ROOT_CONFTEST = _root_conftest()
-tiny_meta = _ROOT_CONFTEST.tiny_meta
-write_tiny_artifact = _ROOT_CONFTEST.write_tiny_artifact
-
-READY_TIMEOUT_S = 30.0
-GRU_SERVE = Path(sys.executable).with_name("gru-serve")
 
 
 # ---- settings and in-process clients ------------------------------------------------------------
@@ -62,18 +30,6 @@ def make_settings(tiny_artifact: Path) -> Callable[..., Settings]:
         return Settings(**fields)
 
     return make
-
-
-def wait_ready(client: TestClient, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll /readyz until 200 (warm-up runs in a task after start-up)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        r = client.get("/readyz")
-        if r.status_code == 200:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not ready after {timeout_s} s: {r.status_code} {r.text}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -100,103 +56,6 @@ def client(make_client) -> TestClient:
 
 
 # ---- a real server process ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    """A `gru-serve serve` child process; stderr (the service's log) goes to `log_path`."""
-
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
-        """Poll /readyz until 200; returns seconds since the process started."""
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as c:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"server exited with {self.proc.returncode} before ready:\n{self.log()}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if c.get("/readyz").status_code == 200:
-                        return time.monotonic() - self.started_at
-                time.sleep(0.02)
-        raise AssertionError(f"server not ready after {timeout_s} s:\n{self.log()}")
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def serve_command(**flags) -> list[str]:
-    """`gru-serve serve --flag value ...` (flag names as Settings fields, underscores allowed)."""
-    cmd = [str(GRU_SERVE)] if GRU_SERVE.exists() else [sys.executable, "-m", "service.cli"]
-    cmd.append("serve")
-    for name, value in flags.items():
-        cmd += ["--" + name.replace("_", "-"), str(value)]
-    return cmd
-
-
-def serve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment without GRU_SERVE_* leaking in, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRU_SERVE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def start_server(
-    log_dir: Path, env: dict[str, str] | None = None, wait: bool = True, **flags
-) -> ServerProcess:
-    """Start `gru-serve serve` on a free 127.0.0.1 port (unless `port` is given) and, by default,
-    wait for readiness. The caller must `stop()` it (the `serve_process` fixture does)."""
-    flags.setdefault("host", "127.0.0.1")
-    flags.setdefault("device", "cpu")
-    port = int(flags.setdefault("port", free_port()))
-    log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            serve_command(**flags),
-            cwd=ROOT,
-            env=serve_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(proc, port, log_path)
-    if wait:
-        try:
-            server.wait_ready()
-        except BaseException:
-            server.stop()
-            raise
-    return server
-
-
 @pytest.fixture
 def serve_process(tmp_path: Path, tiny_artifact: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: `serve_process(env=None, wait=True, **flags)` -> a ready ServerProcess serving the
@@ -217,91 +76,7 @@ def serve_process(tmp_path: Path, tiny_artifact: Path) -> Iterator[Callable[...,
 
 
 # ---- the independent reference ---------------------------------------------------------------------
-class Reference:
-    """The served forecaster in float64 NumPy (tests/reference.py), with the service's contract
-    re-derived here: per-series standard scaling fitted on the history, rollout feeding the
-    point forecast back, quantile offsets in scaled space."""
-
-    def __init__(self, meta: ArtifactMeta, seed: int = 0) -> None:
-        self.meta = meta
-        w = random_weights(meta, seed=seed)  # what write_tiny_artifact serialised
-        self.layers = [
-            gates_from_pytorch(lw.weight_ih, lw.weight_hh, lw.bias_ih, lw.bias_hh, meta.variant)
-            for lw in w.layers
-        ]
-        self.head_w, self.head_b = w.head_weight, w.head_bias
-
-    def zeros(self) -> np.ndarray:
-        return np.zeros((self.meta.num_layers, self.meta.hidden_size))
-
-    def run(self, x, h=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x (T, F), h (L, H) -> y (T, O), h_n (L, H), h_seq (T, L, H), model units."""
-        x = np.asarray(x, np.float64)
-        if x.ndim == 1:
-            x = x[:, None]
-        h = self.zeros() if h is None else np.asarray(h, np.float64)
-        y, h_n, h_seq = forecaster(
-            self.layers,
-            self.head_w,
-            self.head_b,
-            x[None],
-            h[:, None],
-            np.array([len(x)]),
-            self.meta.variant,
-            return_states=True,
-        )
-        return y[0], h_n[:, 0], h_seq[0]
-
-    def scaler(self, history) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(history, np.float64)
-        x = x[:, None] if x.ndim == 1 else x
-        return x.mean(axis=0), np.maximum(x.std(axis=0), self.meta.scaler.min_scale)
-
-    def forecast(self, history, horizon: int, state=None) -> dict:
-        """-> {"mean" (horizon, F) data units, "scaled" (horizon, F), "h" (L, H), "loc", "scale"}.
-
-        `state` is (h, loc, scale) to continue from instead of zeros and a fresh fit."""
-        x = np.asarray(history, np.float64)
-        x = x[:, None] if x.ndim == 1 else x
-        if state is None:
-            h0 = None
-            loc, scale = self.scaler(x)
-        else:
-            h0, loc, scale = (np.asarray(a, np.float64) for a in state)
-        y, h, _ = self.run((x - loc) / scale, h0)
-        after = h
-        steps = [y[-1]]
-        for _ in range(horizon - 1):
-            y, h, _ = self.run(steps[-1][None], h)
-            steps.append(y[-1])
-        scaled = np.stack(steps)
-        return {
-            "mean": scaled * scale + loc,
-            "scaled": scaled,
-            "h": after,
-            "loc": loc,
-            "scale": scale,
-        }
-
-    def offset(self, level: float, step: int) -> float:
-        """Scaled-space offset of `level` at 0-based `step`: calibrated rows (last one reused
-        past the table), 0 at the median, linear in the level between calibrated levels."""
-        table = {0.5: 0.0}
-        for q, row in zip(self.meta.quantile_levels, self.meta.quantile_offsets, strict=True):
-            table[q] = row[min(step, len(row) - 1)]
-        qs = sorted(table)
-        return float(np.interp(level, qs, [table[q] for q in qs]))
-
-
 @pytest.fixture(scope="session")
 def tiny_reference() -> Reference:
     """The reference of the `tiny_artifact` fixture (seed 0, cho2014)."""
     return Reference(tiny_meta(), seed=0)
-
-
-def make_artifact(
-    path: Path, variant: str = "cho2014", seed: int = 0, **meta
-) -> tuple[Path, Reference]:
-    """A tiny artifact plus its reference (for tests that need other sizes or variants)."""
-    write_tiny_artifact(path, variant, seed, **meta)
-    return path, Reference(tiny_meta(variant, **meta), seed=seed)
