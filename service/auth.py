@@ -1,0 +1,77 @@
+"""API-key authentication as pure ASGI middleware (HTTP and websocket alike).
+
+Installed only when `api_keys` is set. A request presents `Authorization: Bearer <key>` or
+`X-API-Key: <key>`; the key is compared with every configured key in constant time
+(hmac.compare_digest, no early exit), so timing says nothing about which key or prefix was
+close. Probes stay open: /healthz, /readyz and /v2/health/*.
+
+Refusals: HTTP gets 401 with WWW-Authenticate and the JSON error shape of its API (the OIP's
+`{"error": "..."}` under /v2, `{"error": {"code", "message"}}` elsewhere); a websocket is
+closed with 1008 (policy violation) before it is accepted, so no session ever opens (the
+client sees the handshake refused with 403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+WS_1008_POLICY_VIOLATION = 1008
+_MESSAGE = "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def presented_key(headers) -> bytes | None:
+    """The key from `Authorization: Bearer` or `X-API-Key` (raw ASGI header pairs)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value:
+            return value.strip()
+    return None
+
+
+class ApiKeyAuth:
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    def allowed(self, key: bytes | None) -> bool:
+        ok = False
+        candidate = key or b""
+        for k in self.keys:  # every key is compared: no early exit
+            ok |= hmac.compare_digest(candidate, k)
+        return ok and key is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.allowed(presented_key(scope["headers"])):
+            await self.app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": WS_1008_POLICY_VIOLATION})
+            return
+        if scope["path"].startswith("/v2"):
+            body = {"error": _MESSAGE}
+        else:
+            body = {"error": {"code": "unauthorized", "message": _MESSAGE}}
+        data = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    (b"www-authenticate", b'Bearer realm="gru-serve"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
