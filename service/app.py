@@ -9,13 +9,18 @@ from importlib.resources import files
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.auth import ApiKeyAuth
 from service.core import InferenceCore
 from service.errors import InvalidInput, MalformedRequest, ServiceError
+from service.logs import RequestContext
+from service.metrics import Metrics
+from service.metrics import router as metrics_router
 from service.middleware import BodyLimit
 from service.routes import forecast, health, hidden, models, oip, timeseries
 from service.runtime import Runtime
@@ -33,7 +38,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         rt = runtime or Runtime(settings)
-        core = InferenceCore(rt, settings)
+        core = InferenceCore(rt, settings, observer=app.state.metrics.observe_batch)
+        app.state.metrics.bind(rt, core)
         app.state.runtime, app.state.core = rt, core
         await core.start()
         # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.
@@ -57,12 +63,36 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.settings = settings
     app.state.ready = False
     app.state.runtime = runtime
+    app.state.metrics = Metrics()  # per app: tests build many apps in one process
     _install_error_handlers(app)
     _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _install_operations(app, settings)
     for module in (health, models, forecast, hidden, timeseries, oip):
         app.include_router(module.router)
     return app
+
+
+def _install_operations(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: request id + metrics + access log, CORS (answers preflights), API keys."""
+    if settings.api_key_list:
+        app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "X-Request-ID",
+                "Inference-Header-Content-Length",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "Inference-Header-Content-Length"],
+        )
+    app.add_middleware(RequestContext, metrics=app.state.metrics, access=settings.access_log)
+    app.include_router(metrics_router)
 
 
 async def _warm_up(app: FastAPI, rt: Runtime) -> None:
