@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from service.settings import ENV_PREFIX, Settings
 
@@ -46,12 +45,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.cli import CliError
+    from service.logs import configure_logging
     from service.runtime import ArtifactError, DeviceError, Runtime
 
     settings = load_settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)  # JSON lines; uvicorn's loggers propagate to it
     try:
         runtime = Runtime(settings)  # fail before binding: a bad artifact is one line, exit 2
     except (ArtifactError, DeviceError) as e:
@@ -62,7 +60,8 @@ def run_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=False,
+        log_config=None,  # keep the JSON logging configured above
+        access_log=False,  # RequestContext writes the access log
         ws_max_size=settings.max_message_bytes,
     )
     return 0
