@@ -33,7 +33,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await self._reject(send)
+                    await self._reject(send, scope)
                     return
                 # The server delivers exactly Content-Length bytes: nothing more to check.
                 await self.app(scope, receive, send)
@@ -50,7 +50,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.max_bytes:
-                await self._reject(send)
+                await self._reject(send, scope)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -66,9 +66,11 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, scope: Scope) -> None:
         err = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-        body = json.dumps(err.body()).encode()
+        # the Open Inference Protocol's routes answer in its own error shape
+        shape = {"error": err.message} if scope["path"].startswith("/v2") else err.body()
+        body = json.dumps(shape).encode()
         await send(
             {
                 "type": "http.response.start",
