@@ -3,19 +3,199 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
+DEFAULT_REPORT_DIR = "artifacts/report"
+
+
+def _one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse prints usage plus an error (two lines); the CLI promises one line, exit 2."""
+
+    def error(message: str):
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error
+    return p
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (default: the bundled statsmodels series)")
+    g.add_argument("--csv", metavar="FILE", help="train on one column of this CSV file")
+    g.add_argument("--column", metavar="NAME", help="the value column of --csv")
+    g.add_argument(
+        "--time-column", metavar="NAME", help="timestamps: sorts rows, finds missing ones"
+    )
+    g.add_argument(
+        "--season", type=int, metavar="N", help="seasonal period (default: from the time column)"
+    )
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the GRU forecaster and write a checkpoint")
-    p.set_defaults(run=_not_yet)
+    p = _one_line_errors(
+        sub.add_parser(
+            "train", help="train the GRU forecaster and write a checkpoint", description=__doc__
+        )
+    )
+    _data_flags(p)
+    p.add_argument("--variant", default="cho2014", help="cho2014 (default) | cudnn")
+    p.add_argument("--hidden-size", type=int, default=48)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.0, help="between layers (needs --layers > 1)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--patience", type=int, default=6, help="epochs without validation gain before stopping"
+    )
+    p.add_argument("--horizon", type=int, default=12)
+    p.add_argument("--min-context", type=int, default=24)
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=104,
+        help="longest training context, recommended to clients",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=4.5, help="stop training after this long")
+    p.add_argument(
+        "--out", default=DEFAULT_CHECKPOINT, help=f"checkpoint path (default {DEFAULT_CHECKPOINT})"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_train)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint against baselines on held-out tails")
-    p.set_defaults(run=_not_yet)
+    p = _one_line_errors(
+        sub.add_parser("evaluate", help="evaluate a checkpoint against baselines on held-out tails")
+    )
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--out-dir", default=DEFAULT_REPORT_DIR)
+    _data_flags(p)
+    p.set_defaults(run=run_evaluate)
 
 
-def _not_yet(args: argparse.Namespace) -> int:
+def _load_series(args):
+    from model.data import DataError, load_bundled, load_csv
     from service.cli import CliError
 
-    raise CliError("not implemented yet")
+    if args.season is not None and args.season < 1:
+        raise CliError(f"--season must be >= 1, got {args.season}")
+    if args.csv is None:
+        if args.column or args.time_column:
+            raise CliError("--column and --time-column need --csv")
+        return load_bundled()
+    if not args.column:
+        raise CliError("--csv needs --column NAME")
+    try:
+        return [load_csv(args.csv, args.column, args.time_column, args.season)]
+    except DataError as e:
+        raise CliError(str(e)) from None
+
+
+def _settings(args):
+    from model.gru import VARIANTS
+    from model.train import TrainSettings
+    from service.cli import CliError
+
+    if args.variant not in VARIANTS:
+        raise CliError(f"unknown variant {args.variant!r}: expected one of {', '.join(VARIANTS)}")
+    positive = (
+        "hidden_size",
+        "layers",
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "horizon",
+        "min_context",
+        "context_length",
+    )
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise CliError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if not args.lr > 0 or args.lr != args.lr:
+        raise CliError(f"--lr must be > 0, got {args.lr}")
+    if args.patience < 1 or not args.max_minutes > 0:
+        raise CliError("--patience and --max-minutes must be positive")
+    if args.context_length < args.min_context:
+        raise CliError(
+            f"--context-length {args.context_length} is below --min-context {args.min_context}"
+        )
+    return TrainSettings(
+        variant=args.variant,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        horizon=args.horizon,
+        min_context=args.min_context,
+        context_length=args.context_length,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.cli import CliError
+
+    settings = _settings(args)  # cheap checks before loading data or torch
+    series = _load_series(args)
+    from model.train import check_lengths, train_and_save
+
+    try:
+        check_lengths(series, settings)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise CliError(f"--out {out} is a directory")
+    info = train_and_save(series, settings, out, progress=not args.no_progress)
+    m = info["metrics"]
+    print(
+        f"wrote {out}: validation MASE {m['validation_mase']:.3f}, test MASE {m['test_mase']:.3f}, "
+        f"best epoch {m['best_epoch']} ({m['stopped_by']}, {m['train_seconds']:.0f} s)"
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from model.checkpoint import load_checkpoint
+    from service.cli import CliError
+
+    try:
+        model, info = load_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if args.csv is None and any(s["source"].startswith("csv:") for s in info["data"]["series"]):
+        raise CliError("this checkpoint was trained on a CSV: pass the same --csv and --column")
+    series = _load_series(args)
+    from model.train import TrainSettings, check_lengths
+
+    try:
+        check_lengths(series, TrainSettings(horizon=info["horizon"], min_context=1))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out-dir {out_dir} is not a directory")
+    from model.evaluate import write_report
+
+    report = write_report(model, info, series, out_dir)
+    m = report["mean_mase"]
+    print(
+        f"wrote {out_dir}/evaluation.md: mean MASE GRU {m['gru']:.3f}, naive {m['naive']:.3f}, "
+        f"seasonal naive {m['seasonal_naive']:.3f}, ETS {m['ets']:.3f}"
+    )
+    return 0

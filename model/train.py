@@ -1,0 +1,194 @@
+"""Train the global GRU forecaster on many series; write a self-describing checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from export.contract import Scaler
+from model.backtest import backtest
+from model.checkpoint import save_checkpoint
+from model.data import Series, split_series
+from model.gru import GRUConfig, GRUForecaster
+from model.quantiles import LEVELS, calibrate_offsets, coverage
+from model.windows import rollout, sample_batch, scaled_pair
+
+NAME, VERSION = "gru-forecaster", "1.0.0"
+SCALER = Scaler(rule="standard", min_scale=1e-3)
+
+
+@dataclass
+class TrainSettings:
+    variant: str = "cho2014"
+    hidden_size: int = 48
+    num_layers: int = 1
+    dropout: float = 0.0
+    epochs: int = 30
+    steps_per_epoch: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    patience: int = 6
+    horizon: int = 12
+    min_context: int = 24
+    context_length: int = 104  # longest training context = what clients should send
+    teacher_weight: float = 0.3  # weight of the one-step loss over the history
+    seed: int = 0
+    max_minutes: float = 4.5  # safety net for the 5-minute budget; hitting it is recorded
+
+
+def min_length(settings: TrainSettings) -> int:
+    """Shortest series that yields a training window plus validation and test tails."""
+    return 4 * settings.horizon + settings.min_context + settings.horizon
+
+
+def check_lengths(series: list[Series], settings: TrainSettings) -> None:
+    need = min_length(settings)
+    for s in series:
+        if len(s.values) < need:
+            raise ValueError(
+                f"series {s.name!r} has {len(s.values)} observations; horizon {settings.horizon} "
+                f"and min context {settings.min_context} need at least {need}"
+            )
+
+
+def _val_score(model, series, settings) -> float:
+    """Mean validation MASE over seen series (early stopping criterion: what we report)."""
+    scores = [
+        backtest(model, s, "validation", settings.horizon, settings.context_length, SCALER)
+        .mase()
+        .mean()
+        for s in series
+    ]
+    return float(np.mean(scores))
+
+
+def train(series: list[Series], settings: TrainSettings, progress: bool = True):
+    """Returns (model with the best validation weights, info dict for the checkpoint)."""
+    check_lengths(series, settings)
+    seen = [s for s in series if s.seen]
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    config = GRUConfig(
+        1, settings.hidden_size, settings.num_layers, 1, settings.dropout, settings.variant
+    )
+    model = GRUForecaster(config)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    # Windows come from the training part only: validation and test tails stay unseen.
+    trains = [s.values[: split_series(len(s.values), settings.horizon).val_start] for s in seen]
+    max_ctx = min(settings.context_length, max(len(t) for t in trains) - settings.horizon)
+
+    best, best_state, best_epoch, bad, history = float("inf"), None, 0, 0, []
+    t0, stopped = time.monotonic(), "epochs"
+    bar = tqdm(range(settings.epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        losses = []
+        for _ in range(settings.steps_per_epoch):
+            _, hist, target = sample_batch(
+                trains, settings.batch_size, settings.min_context, max_ctx, settings.horizon, rng
+            )
+            x, y = scaled_pair(hist, target, SCALER)  # (B, L), (B, H)
+            one_step, pred = rollout(model, x, settings.horizon)
+            loss = (pred - y).abs().mean()
+            loss = loss + settings.teacher_weight * (one_step[:, :-1] - x[:, 1:]).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # rollouts can explode early on
+            opt.step()
+            losses.append(loss.item())
+        score = _val_score(model, seen, settings)
+        history.append(
+            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mase": score}
+        )
+        bar.set_postfix(
+            loss=f"{np.mean(losses):.3f}", val_mase=f"{score:.3f}", best=f"{min(best, score):.3f}"
+        )
+        if score < best:
+            best, best_state, best_epoch, bad = (
+                score,
+                copy.deepcopy(model.state_dict()),
+                epoch + 1,
+                0,
+            )
+        else:
+            bad += 1
+            if bad >= settings.patience:
+                stopped = "early stopping"
+                break
+        if time.monotonic() - t0 > settings.max_minutes * 60:
+            stopped = "time budget"
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    info = _info(model, series, settings, best_epoch, stopped, history, time.monotonic() - t0)
+    return model, info
+
+
+def _info(model, series, settings, best_epoch, stopped, history, seconds) -> dict:
+    seen = [s for s in series if s.seen]
+    h, ctx = settings.horizon, settings.context_length
+    val = [backtest(model, s, "validation", h, ctx, SCALER) for s in seen]
+    offsets = calibrate_offsets(np.concatenate([b.residuals for b in val]), LEVELS)
+    test = [backtest(model, s, "test", h, ctx, SCALER) for s in series]
+    test_cov = coverage(
+        np.concatenate([b.actual for b in test]),
+        np.concatenate([b.point for b in test]),
+        np.concatenate([b.scale for b in test]),
+        LEVELS,
+        offsets,
+    )
+    splits = {}
+    for s in series:
+        sp = split_series(len(s.values), h)
+        splits[s.name] = {
+            "train": sp.val_start,
+            "validation": sp.test_start - sp.val_start,
+            "test": sp.n - sp.test_start,
+        }
+    return {
+        "name": NAME,
+        "version": VERSION,
+        "scaler": asdict(SCALER),
+        "quantile_levels": list(LEVELS),
+        "quantile_offsets": offsets,
+        "horizon": h,
+        "context_length": ctx,
+        "metrics": {
+            "validation_mase": float(np.mean([b.mase().mean() for b in val])),
+            "test_mase": float(np.mean([b.mase().mean() for b in test])),
+            "test_mase_by_series": {b.series.name: float(b.mase().mean()) for b in test},
+            "test_interval_coverage": test_cov,
+            "best_epoch": best_epoch,
+            "stopped_by": stopped,
+            "train_seconds": round(seconds, 1),
+            "history": history,
+        },
+        "data": {
+            "series": [s.provenance() for s in series],
+            "missing_values_filled": int(sum(s.missing_filled for s in series)),
+            "missing_value_rule": "time interpolation on the regular grid; edges take the nearest value",
+            "split_rule": f"per series, time-ordered: test = last {2 * h}, validation = the {2 * h} before, train = the rest",
+            "splits": splits,
+        },
+        "versions": {
+            "torch": str(torch.__version__),
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "train": asdict(settings),
+    }
+
+
+def train_and_save(
+    series: list[Series], settings: TrainSettings, out: Path, progress: bool = True
+) -> dict:
+    model, info = train(series, settings, progress)
+    save_checkpoint(out, model, info)
+    return info
