@@ -1,0 +1,148 @@
+"""The serving image's dependency list is enough to serve: checked offline, without Docker.
+
+The cpu image installs exactly `deploy/requirements.py cpu` (the base dependencies of
+pyproject.toml). This checkout's venv holds much more (torch, onnx, pytest, httpx, ...), so a
+serving-path import of any of those would pass every other test and break only in the image.
+Here the server runs with nothing importable but the standard library, the code, and the
+distributions that list pulls in (transitively, as installed here), so such an import fails.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deployfiles import ROOT, Dockerfile
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+READY_TIMEOUT_S = 30.0
+# onnxruntime and onnxruntime-gpu install the same module: either stands in for the other.
+ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
+
+
+def target_requirements(target: str) -> list[Requirement]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "requirements.py"), target],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return [Requirement(line) for line in proc.stdout.split()]
+
+
+def installed(name: str) -> md.Distribution:
+    for candidate in ALIASES.get(canonicalize_name(name), (name,)):
+        try:
+            return md.distribution(candidate)
+        except md.PackageNotFoundError:
+            continue
+    raise AssertionError(f"{name} is a serving dependency but is not installed here")
+
+
+def closure(requirements: list[Requirement]) -> dict[str, md.Distribution]:
+    """Every distribution the requirements pull in, by canonical name."""
+    found: dict[str, md.Distribution] = {}
+    todo = [(r, frozenset(r.extras)) for r in requirements]
+    while todo:
+        req, extras = todo.pop()
+        dist = installed(req.name)
+        key = canonicalize_name(req.name)
+        if key in found and not extras:
+            continue
+        found[key] = dist
+        for sub in map(Requirement, dist.requires or []):
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if sub.marker is None or any(sub.marker.evaluate(env) for env in envs):
+                todo.append((sub, frozenset(sub.extras)))
+    return found
+
+
+def site_with_only(dists: dict[str, md.Distribution], where: Path) -> Path:
+    """A directory of links to the top-level files of `dists` and nothing else."""
+    where.mkdir()
+    for dist in dists.values():
+        base = Path(dist.locate_file(""))
+        for top in {Path(str(f)).parts[0] for f in dist.files or []}:
+            if top in ("..", "__pycache__") or (where / top).exists():
+                continue
+            if (base / top).exists():
+                (where / top).symlink_to(base / top)
+    return where
+
+
+def status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def test_cpu_requirements_pull_in_no_training_packages():
+    names = set(closure(target_requirements("cpu")))
+    assert not names & {"torch", "onnx", "pandas", "statsmodels", "matplotlib", "pytest"}
+
+
+def test_server_runs_on_the_cpu_image_dependencies_alone(
+    dockerfile: Dockerfile, tiny_artifact: Path, tmp_path: Path
+):
+    site = site_with_only(closure(target_requirements("cpu")), tmp_path / "site")
+    assert not (site / "torch").exists() and not (site / "onnx").exists()
+    image = dockerfile.image("cpu")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRU_SERVE_", "PYTHON"))}
+    env.update({k: v for k, v in image.env.items() if k not in ("PATH", "VIRTUAL_ENV")})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # This test is about imports, not the bundled artifact: serve the tiny one.
+    env.update(
+        GRU_SERVE_HOST="127.0.0.1",
+        GRU_SERVE_PORT=str(port),
+        GRU_SERVE_MODEL_PATH=str(tiny_artifact),
+    )
+    # -S: no site-packages at all; only the linked distributions and the code are importable.
+    code = (
+        f"import sys; sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]; "
+        "from service.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = [sys.executable, "-S", "-c", code, *image.cmd[1:]]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None and ready != 200:
+            ready = status(f"{base}/readyz")
+            time.sleep(0.05)
+        log_text = log_path.read_text(errors="replace")
+        assert ready == 200, f"not ready (exit {proc.poll()}):\n{log_text}"
+        body = b'{"series": [[1.0, 2.0, 3.0, 4.0]], "horizon": 2}'
+        req = urllib.request.Request(
+            f"{base}/v1/forecast", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and b'"forecasts"' in r.read()
+        for path in ("/healthz", "/metrics", "/docs", "/v2/health/ready"):
+            assert status(base + path) == 200, path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
