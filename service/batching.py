@@ -92,7 +92,9 @@ class Batcher:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A loop that crashed has already failed its futures and logged why: stopping
+            # (the app's shutdown) must not re-raise that crash.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._fail_pending(BatcherStopped("the server is shutting down"))
         self._executor.shutdown(wait=True)
