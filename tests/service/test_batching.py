@@ -1,0 +1,446 @@
+"""Dynamic batching: the Batcher tested directly with a fake run function (deterministic), the
+core's results alone vs in a batch, admission control, and the same over a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from service.batching import Batcher, BatcherStopped, JobResult
+from service.core import InferenceCore, SeriesState
+from service.errors import Overloaded
+from service.runtime import Runtime
+
+L, H, F = 2, 3, 1
+BAD = -999.0  # a row holding this value makes the fake run fail
+GUARD_S = 20.0  # generous bound so a broken batcher fails the test instead of hanging it
+
+
+class FakeRun:
+    """Stands in for Runtime.run: y is the running sum of x plus h0's first unit; h_n adds the
+    row's valid sum to h0. Records (rows, padded T) of each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, x, h0, lens, want_seq):
+        T, B, _ = x.shape
+        self.calls.append((B, T))
+        if (x == BAD).any():
+            raise ValueError("bad row in batch")
+        y = np.cumsum(x, axis=0) + h0[0, :, :1][None]  # (T, B, 1)
+        total = np.array([x[: lens[b], b].sum() for b in range(B)], np.float32)
+        h_n = h0 + total[None, :, None]
+        h_seq = (
+            np.stack([h0 + np.cumsum(x, 0)[t][None, :, :1] for t in range(T)]) if want_seq else None
+        )
+        return y.astype(np.float32), h_n.astype(np.float32), h_seq
+
+    @staticmethod
+    def expected(x: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.cumsum(x, axis=0) + h[0, :1], h + x.sum()
+
+
+def job(value: float, T: int = 2, h: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((T, F), value, np.float32), np.full((L, H), h, np.float32)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, GUARD_S))
+
+
+async def started(fake: FakeRun, max_rows: int, max_wait_s: float, **kw) -> Batcher:
+    b = Batcher(fake, max_rows, max_wait_s, **kw)
+    b.start()
+    return b
+
+
+# ---- the Batcher, deterministically -----------------------------------------------------------
+def test_batch_is_closed_by_size_without_waiting():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=4, max_wait_s=60.0)  # waiting would trip GUARD_S
+        futures = [b.submit(*job(i)) for i in range(8)]
+        results = await asyncio.gather(*futures)
+        await b.stop()
+        return results
+
+    results = run(main())
+    assert fake.calls == [(4, 2), (4, 2)]
+    for i, r in enumerate(results):
+        y, h = FakeRun.expected(*job(i))
+        np.testing.assert_array_equal(r.y, y)
+        np.testing.assert_array_equal(r.h, h)
+
+
+def test_batch_is_closed_by_wait_when_not_full():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=100, max_wait_s=0.02)
+        results = await asyncio.gather(*[b.submit(*job(i)) for i in range(3)])
+        await b.stop()
+        return results
+
+    results = run(main())
+    assert fake.calls == [(3, 2)]
+    assert [float(r.y[-1, 0]) for r in results] == [0.0, 2.0, 4.0]
+
+
+def test_batch_waits_for_stragglers_while_idle():
+    """A job arriving within max_wait of the first joins its batch."""
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=2, max_wait_s=60.0)
+        first = b.submit(*job(1.0))
+        await asyncio.sleep(0.05)  # the batcher is now waiting for more rows
+        assert not first.done()
+        second = b.submit(*job(2.0))
+        await asyncio.gather(first, second)
+        await b.stop()
+
+    run(main())
+    assert fake.calls == [(2, 2)]
+
+
+def test_rows_queued_during_a_run_form_the_next_batch():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=64, max_wait_s=0.0)
+        first = b.submit(*job(1.0))
+        await asyncio.sleep(0)  # the loop takes the first job alone (no wait)
+        later = [b.submit(*job(float(i))) for i in range(5)]
+        await asyncio.gather(first, *later)
+        await b.stop()
+        return b
+
+    b = run(main())
+    assert [rows for rows, _ in fake.calls] == [1, 5]
+    assert (b.runs, b.rows) == (2, 6)
+
+
+def test_rows_of_different_lengths_get_their_own_slices():
+    fake = FakeRun()
+    jobs = [job(1.0, T=1, h=0.5), job(2.0, T=10), job(3.0, T=2, h=-1.0), job(4.0, T=9)]
+
+    async def main():
+        b = await started(fake, max_rows=8, max_wait_s=0.0)
+        results = await asyncio.gather(*[b.submit(x, h) for x, h in jobs])
+        await b.stop()
+        return results
+
+    results = run(main())
+    # one batch, split in two length groups to bound padding: lengths {1, 2} and {9, 10}
+    assert sorted(fake.calls) == [(2, 2), (2, 10)]
+    for (x, h), r in zip(jobs, results, strict=True):
+        y, h_n = FakeRun.expected(x, h)
+        assert r.y.shape == (x.shape[0], 1)
+        np.testing.assert_allclose(r.y, y)
+        np.testing.assert_allclose(r.h, h_n)
+        assert r.h_seq is None
+
+
+def test_sequence_only_for_rows_that_ask():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=8, max_wait_s=0.0)
+        a = b.submit(*job(1.0, T=3), want_seq=True)
+        c = b.submit(*job(2.0, T=3), want_seq=False)
+        results = await asyncio.gather(a, c)
+        await b.stop()
+        return results
+
+    with_seq, without = run(main())
+    assert with_seq.h_seq is not None and with_seq.h_seq.shape == (3, L, H)
+    assert without.h_seq is None
+
+
+def test_run_error_fails_exactly_its_batch():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=2, max_wait_s=0.01)
+        futures = [b.submit(*job(v)) for v in (BAD, 1.0, 2.0, 3.0)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        # the batcher survives: a later job is served
+        later = await b.submit(*job(5.0))
+        await b.stop()
+        return results, later
+
+    results, later = run(main())
+    assert fake.calls[:2] == [(2, 2), (2, 2)]
+    assert isinstance(results[0], ValueError) and isinstance(results[1], ValueError)
+    assert str(results[0]) == "bad row in batch"
+    assert isinstance(results[2], JobResult) and float(results[2].y[-1, 0]) == 4.0
+    assert isinstance(results[3], JobResult) and float(results[3].y[-1, 0]) == 6.0
+    assert float(later.y[-1, 0]) == 10.0
+
+
+def test_batcher_crash_fails_every_pending_future():
+    """A bug in the loop itself (here: the observer raises) must not leave callers waiting."""
+    fake = FakeRun()
+
+    def observer(stats):
+        raise RuntimeError("observer bug")
+
+    async def main():
+        b = await started(fake, max_rows=1, max_wait_s=0.0, observer=observer)
+        futures = [b.submit(*job(float(i))) for i in range(4)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        after = b.submit(*job(9.0))
+        after_exc = await asyncio.gather(after, return_exceptions=True)
+        await b.stop()
+        return results, after_exc[0]
+
+    results, after = run(main())
+    assert fake.calls == [(1, 2)]  # only the first batch ran
+    assert isinstance(results[0], JobResult)  # resolved before the observer raised
+    assert all(isinstance(r, BatcherStopped) for r in results[1:]), results
+    assert "observer bug" in str(results[1])
+    assert isinstance(after, BatcherStopped)
+
+
+def test_cancelled_job_is_dropped_before_running():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=8, max_wait_s=0.0)
+        futures = [b.submit(*job(float(i))) for i in range(3)]
+        futures[1].cancel()
+        results = await asyncio.gather(futures[0], futures[2])
+        await b.stop()
+        return results
+
+    results = run(main())
+    assert fake.calls == [(2, 2)]
+    assert [float(r.y[-1, 0]) for r in results] == [0.0, 4.0]
+
+
+def test_stop_fails_queued_jobs_and_refuses_new_ones():
+    fake = FakeRun()
+
+    async def main():
+        b = Batcher(fake, 8, 0.0)  # never started: jobs stay queued
+        queued = b.submit(*job(1.0))
+        await b.stop()
+        late = b.submit(*job(2.0))
+        return await asyncio.gather(queued, late, return_exceptions=True)
+
+    queued, late = run(main())
+    assert isinstance(queued, BatcherStopped) and isinstance(late, BatcherStopped)
+    assert fake.calls == []
+
+
+# ---- the core on the real runtime ---------------------------------------------------------------
+FORECASTS = [  # (series, horizon): different lengths and horizons
+    ([1.0, 2.0, 3.0, 2.0, 1.0], 3),
+    ([10.0, 12.0], 7),
+    ([0.5], 1),
+    ([float(np.sin(i / 3)) for i in range(40)], 5),
+    ([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0], 12),
+    ([-1.0, -2.0, -1.5], 2),
+]
+HIDDEN = [  # x lengths 1..9
+    [[float(np.cos(i + k))] for i in range(n)] for k, n in enumerate((1, 4, 9, 2, 7))
+]
+
+
+async def core_for(settings) -> InferenceCore:
+    core = InferenceCore(Runtime(settings), settings)
+    await core.start()
+    return core
+
+
+def test_core_results_identical_alone_and_batched(make_settings):
+    settings = make_settings(max_wait_us=2000)
+
+    async def main():
+        core = await core_for(settings)
+        f_args = [(np.array(s, np.float32)[:, None], h) for s, h in FORECASTS]
+        h_args = [np.array(x, np.float32) for x in HIDDEN]
+        alone_f = [await core.forecast([x], h, [0.1, 0.9]) for x, h in f_args]
+        alone_h = [await core.hidden([x], [core.zero_state()], True) for x in h_args]
+        runs0, rows0 = core.batcher.runs, core.batcher.rows
+        together = await asyncio.gather(
+            *[core.forecast([x], h, [0.1, 0.9]) for x, h in f_args],
+            *[core.hidden([x], [core.zero_state()], True) for x in h_args],
+        )
+        mean_rows = (core.batcher.rows - rows0) / (core.batcher.runs - runs0)
+        await core.stop()
+        return alone_f, alone_h, together, mean_rows
+
+    alone_f, alone_h, together, mean_rows = run(main())
+    batched_f, batched_h = together[: len(FORECASTS)], together[len(FORECASTS) :]
+    for (a,), (b,) in zip(alone_f, batched_f, strict=True):
+        assert a.mean.shape == b.mean.shape
+        assert np.max(np.abs(a.mean - b.mean)) <= 1e-6
+        for q in (0.1, 0.9):
+            assert np.max(np.abs(a.quantiles[q] - b.quantiles[q])) <= 1e-6
+        assert np.max(np.abs(a.state.h - b.state.h)) <= 1e-6
+    for (a,), (b,) in zip(alone_h, batched_h, strict=True):
+        assert np.max(np.abs(a.h - b.h)) <= 1e-6
+        assert np.max(np.abs(a.y - b.y)) <= 1e-6
+        assert np.max(np.abs(a.h_seq - b.h_seq)) <= 1e-6
+    assert mean_rows > 1.0  # rows of concurrent requests really shared runs
+
+
+def test_many_series_of_one_request_advance_together(make_settings):
+    settings = make_settings()
+
+    async def main():
+        core = await core_for(settings)
+        runs0 = core.batcher.runs
+        series = [np.array(s, np.float32)[:, None] for s, _ in FORECASTS]
+        await core.forecast(series, 4)
+        runs = core.batcher.runs - runs0
+        await core.stop()
+        return runs
+
+    # one batch over all histories (split into length groups inside the run) + 3 rollout
+    # batches: not one run per series per step
+    assert run(main()) == 4
+
+
+def test_admission_refuses_at_once_over_the_row_limit(make_settings):
+    settings = make_settings(max_queue_rows=3)
+
+    async def main():
+        core = await core_for(settings)
+        x = np.array([[1.0], [2.0]], np.float32)
+        outcomes = []
+        try:
+            await core.forecast([x] * 4, 2)  # 4 rows > 3 on its own
+        except Overloaded as e:
+            outcomes.append(("too-big", e.status, e.headers.get("Retry-After")))
+        with core.admit(2):  # 2 rows in flight: 1 more fits, 2 do not
+            ok = await core.forecast([x], 2)
+            outcomes.append(("fits", len(ok)))
+            try:
+                await core.hidden([x, x], [core.zero_state()] * 2, False)
+            except Overloaded as e:
+                outcomes.append(("full", e.status, e.headers.get("Retry-After")))
+        assert core.inflight_rows == 0
+        again = await core.forecast([x] * 3, 2)  # load dropped: served again
+        outcomes.append(("recovered", len(again)))
+        await core.stop()
+        return outcomes
+
+    assert run(main()) == [
+        ("too-big", 503, "1"),
+        ("fits", 1),
+        ("full", 503, "1"),
+        ("recovered", 3),
+    ]
+
+
+def test_state_continuation_in_core_matches_longer_history(make_settings):
+    settings = make_settings()
+
+    async def main():
+        core = await core_for(settings)
+        a = np.array([1.0, 2.0, 1.5], np.float32)[:, None]
+        b = np.array([0.5, 3.0], np.float32)[:, None]
+        (first,) = await core.forecast([a], 1)
+        (cont,) = await core.forecast([b], 3, states=[first.state])
+        loc, scale = first.state.loc, first.state.scale
+        zero = SeriesState(core.zero_state(), loc, scale)
+        (whole,) = await core.forecast([np.concatenate([a, b])], 3, states=[zero])
+        await core.stop()
+        return cont, whole
+
+    cont, whole = run(main())
+    assert np.max(np.abs(cont.mean - whole.mean)) <= 1e-6
+    assert np.max(np.abs(cont.state.h - whole.state.h)) <= 1e-6
+
+
+# ---- over a real uvicorn ------------------------------------------------------------------------
+def _requests():
+    out = [
+        ("/v1/forecast", {"series": [s], "horizon": h, "quantiles": [0.1, 0.9]})
+        for s, h in FORECASTS
+    ]
+    out.append(("/v1/forecast", {"series": [s for s, _ in FORECASTS], "horizon": 4}))
+    out += [("/v1/hidden", {"inputs": [{"x": x}], "return_sequence": True}) for x in HIDDEN]
+    return out
+
+
+def _numbers(body) -> np.ndarray:
+    """Every number of a response body, in order (model/version/ids aside)."""
+    flat: list[float] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k in sorted(v):
+                walk(v[k])
+        elif isinstance(v, list):
+            for e in v:
+                walk(e)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            flat.append(float(v))
+
+    walk(body)
+    return np.array(flat)
+
+
+def test_concurrent_http_requests_match_sequential_ones(serve_process):
+    server = serve_process(max_wait_us=3000)
+    requests = _requests()
+
+    async def main():
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30, limits=limits) as c:
+            alone = []
+            for path, body in requests:
+                r = await c.post(path, json=body)
+                assert r.status_code == 200, r.text
+                alone.append(r.json())
+            rounds = []
+            for _ in range(3):
+                rs = await asyncio.gather(*[c.post(p, json=b) for p, b in requests])
+                assert all(r.status_code == 200 for r in rs)
+                rounds.append([r.json() for r in rs])
+            return alone, rounds
+
+    alone, rounds = run(main())
+    for batch in rounds:
+        for a, b in zip(alone, batch, strict=True):
+            na, nb = _numbers(a), _numbers(b)
+            assert na.shape == nb.shape and na.size > 0
+            assert np.max(np.abs(na - nb)) <= 1e-6
+
+
+@pytest.mark.parametrize("path", ["/v1/forecast", "/v1/hidden"])
+def test_full_queue_answers_503_at_once_then_recovers(serve_process, path):
+    server = serve_process(max_queue_rows=2)
+    if path == "/v1/forecast":
+        body = {"series": [[1.0, 2.0, 3.0]], "horizon": 300}  # holds its row for 300 runs
+    else:
+        body = {"inputs": [{"x": [[0.1]] * 3000}]}
+
+    async def main():
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits) as c:
+            expected = (await c.post(path, json=body)).json()
+            rs = await asyncio.gather(*[c.post(path, json=body) for _ in range(32)])
+            after = await c.post(path, json=body)
+            return expected, rs, after
+
+    expected, rs, after = run(main())
+    refused = [r for r in rs if r.status_code == 503]
+    served = [r for r in rs if r.status_code == 200]
+    assert len(refused) + len(served) == 32
+    assert refused, "32 concurrent requests never filled a 2-row queue"
+    assert served, "no request was served"
+    for r in refused:
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+    for r in served:
+        assert r.json() == expected
+    assert after.status_code == 200 and after.json() == expected
