@@ -22,10 +22,12 @@ from service.logs import RequestContext
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.middleware import BodyLimit
-from service.routes import forecast, health, hidden, models, oip, timeseries
+from service.routes import forecast, health, hidden, models, oip, stream, timeseries
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
+from service.sessions import SessionRegistry
 from service.settings import Settings
+from service.tokens import TokenCodec, resolve_secret
 
 log = logging.getLogger("gru_serve.app")
 
@@ -41,6 +43,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         core = InferenceCore(rt, settings, observer=app.state.metrics.observe_batch)
         app.state.metrics.bind(rt, core)
         app.state.runtime, app.state.core = rt, core
+        secret = settings.token_secret.get_secret_value() if settings.token_secret else None
+        app.state.token_codec = TokenCodec(resolve_secret(secret), rt.meta)
+        app.state.streams = SessionRegistry(settings.max_sessions)
         await core.start()
         # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.
         warm = asyncio.create_task(_warm_up(app, rt))
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             app.state.ready = False
             warm.cancel()
+            await app.state.streams.close_all()  # each stream gets its resume token, then 1001
             await core.stop()
 
     app = FastAPI(
@@ -68,7 +74,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_operations(app, settings)
-    for module in (health, models, forecast, hidden, timeseries, oip):
+    for module in (health, models, forecast, hidden, timeseries, oip, stream):
         app.include_router(module.router)
     return app
 

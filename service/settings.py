@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_steps_per_message: int = Field(256, ge=1)
     max_queued_steps: int = Field(1024, ge=1, description="per session, before backpressure")
     max_message_bytes: int = Field(1024 * 1024, ge=256)
+    max_stream_errors: int = Field(
+        10, ge=1, description="consecutive bad messages before a stream is closed (1008)"
+    )
 
     # Operations
     api_keys: str = Field("", description="comma-separated; auth is off when empty")

@@ -1,0 +1,286 @@
+"""Stream sessions: the state machine behind WS /v1/stream, and the registry that bounds them.
+
+A session holds one series' position: hidden state h (L, H), the index of the next
+observation, the scaling fitted on its `start` history, and the scaled prediction of the
+next observation (what a forecast fork starts from). Every step goes through
+`InferenceCore.run_rows`, so the waiting steps of all sessions share onnxruntime runs
+(continuous batching, DESIGN.md section 4). Nothing here knows about websockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.core import InferenceCore
+from service.errors import InvalidInput, ServiceError
+from service.tokens import (
+    BINARY_OUTPUT,
+    OUTPUT_ON_REQUEST,
+    RETURN_HIDDEN,
+    TOKEN_EACH_OUTPUT,
+    TokenCodec,
+    TokenState,
+)
+
+log = logging.getLogger("gru_serve.sessions")
+
+
+class NotStarted(ServiceError):
+    status = 409
+    code = "not_started"
+
+
+class AlreadyStarted(ServiceError):
+    status = 409
+    code = "already_started"
+
+
+class NoObservation(ServiceError):
+    status = 409
+    code = "no_observation"
+
+
+class Phase(enum.Enum):
+    NEW = "new"  # connected, waiting for `start`
+    READY = "ready"  # started: steps, forecasts, resets, state requests
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    quantiles: tuple[float, ...] = ()
+    return_hidden: bool = False
+    token_each_output: bool = False
+    output_on_request: bool = False  # outputs only for steps sent with "output": true
+    binary: bool = False  # outputs as binary frames
+
+    @property
+    def flags(self) -> int:
+        return (
+            (RETURN_HIDDEN if self.return_hidden else 0)
+            | (TOKEN_EACH_OUTPUT if self.token_each_output else 0)
+            | (OUTPUT_ON_REQUEST if self.output_on_request else 0)
+            | (BINARY_OUTPUT if self.binary else 0)
+        )
+
+    @classmethod
+    def from_token(cls, st: TokenState) -> StreamOptions:
+        return cls(
+            quantiles=st.quantiles,
+            return_hidden=bool(st.flags & RETURN_HIDDEN),
+            token_each_output=bool(st.flags & TOKEN_EACH_OUTPUT),
+            output_on_request=bool(st.flags & OUTPUT_ON_REQUEST),
+            binary=bool(st.flags & BINARY_OUTPUT),
+        )
+
+
+@dataclass
+class StepOutput:
+    step: int  # index of the observation just read
+    y: np.ndarray  # (O,) prediction of the next observation, data units
+    quantiles: dict[float, np.ndarray]  # level -> (O,)
+    h: np.ndarray | None  # (L, H) state after this step, when asked for
+    token: str | None
+
+
+@dataclass
+class ForkForecast:
+    step: int  # the session's next index: mean[0] predicts this observation
+    mean: np.ndarray  # (horizon, O) data units
+    quantiles: dict[float, np.ndarray]
+
+
+class StreamSession:
+    """One stream's state. Callers serialise calls (one in flight at a time)."""
+
+    def __init__(self, core: InferenceCore, codec: TokenCodec) -> None:
+        self.core = core
+        self.codec = codec
+        self.id = uuid.uuid4().hex
+        self.phase = Phase.NEW
+        self.options = StreamOptions()
+        self.h = core.zero_state()
+        self.step = 0
+        self.loc = np.zeros(core.meta.input_size, np.float32)
+        self.scale = np.ones(core.meta.input_size, np.float32)
+        self.last_y: np.ndarray | None = None  # (O,) scaled
+        self._offsets: dict[float, float] = {}
+
+    # ---- life cycle ----------------------------------------------------------------------
+    async def start(
+        self,
+        history: np.ndarray | None,
+        resume: str | None,
+        options: StreamOptions | None,
+        scaling: tuple[np.ndarray, np.ndarray] | None,
+    ) -> None:
+        """history (T, F) data units, validated; resume a token string; scaling (loc, scale)."""
+        if self.phase is not Phase.NEW:
+            raise AlreadyStarted("the session is already started; send `reset` to start over")
+        if resume is not None:
+            st = self.codec.decode(resume)
+            h, step, loc, scale, last_y = st.h, st.step, st.loc, st.scale, st.last_y
+            opts = options or StreamOptions.from_token(st)
+            if scaling is not None:
+                raise InvalidInput("`scaling` cannot be combined with `resume`", "scaling")
+        else:
+            h, step, last_y = self.core.zero_state(), 0, None
+            opts = options or StreamOptions()
+            if scaling is not None:
+                loc, scale = scaling
+            elif history is not None:
+                loc, scale = self.core.meta.scaler.fit(history)
+            else:  # no history: the model reads raw values (documented in docs/protocol.md)
+                loc = np.zeros(self.core.meta.input_size, np.float32)
+                scale = np.ones(self.core.meta.input_size, np.float32)
+        levels = self.core.check_quantiles(list(opts.quantiles), "options.quantiles")
+        self._offsets = {q: float(v[0]) for q, v in self.core.quantile_offsets(levels, 1).items()}
+        if history is not None:  # warm-up: one row, one batched run
+            (r,) = await self.core.run_rows([(history - loc) / scale], [h])
+            h, last_y, step = r.h, r.y[-1].copy(), step + history.shape[0]
+        self.h, self.step, self.loc, self.scale, self.last_y = h, step, loc, scale, last_y
+        self.options = opts
+        self.phase = Phase.READY
+
+    def require_ready(self) -> None:
+        if self.phase is Phase.NEW:
+            raise NotStarted("send `start` first")
+        if self.phase is Phase.CLOSED:
+            raise NotStarted("the session is closed")
+
+    def reset(self) -> None:
+        """Back to a fresh state: zero h, index 0; scaling and options are kept."""
+        self.require_ready()
+        self.h, self.step, self.last_y = self.core.zero_state(), 0, None
+
+    def close(self) -> None:
+        self.phase = Phase.CLOSED
+
+    # ---- steps ---------------------------------------------------------------------------
+    async def advance(
+        self, x: np.ndarray, wanted: Sequence[bool] | None = None
+    ) -> list[StepOutput]:
+        """Read x (T, F) data units; one StepOutput per step (only where `wanted` says so)."""
+        self.require_ready()
+        T = x.shape[0]
+        wanted = wanted if wanted is not None else [True] * T
+        opts = self.options
+        per_step_state = T > 1 and (opts.return_hidden or opts.token_each_output)
+        (r,) = await self.core.run_rows([(x - self.loc) / self.scale], [self.h], per_step_state)
+        first = self.step
+        outs = []
+        for t in range(T):
+            if not wanted[t]:
+                continue
+            h_t = r.h if t == T - 1 else r.h_seq[t]  # type: ignore[index]
+            y_scaled = r.y[t]
+            token = None
+            if opts.token_each_output:
+                token = self.codec.encode(self._token_state(h_t, first + t + 1, y_scaled))
+            outs.append(
+                StepOutput(
+                    step=first + t,
+                    y=y_scaled * self.scale + self.loc,
+                    quantiles={
+                        q: (y_scaled + off) * self.scale + self.loc
+                        for q, off in self._offsets.items()
+                    },
+                    h=h_t if opts.return_hidden else None,
+                    token=token,
+                )
+            )
+        self.h, self.step, self.last_y = r.h, first + T, r.y[-1].copy()
+        return outs
+
+    async def forecast(self, horizon: int, levels: Sequence[float] | None = None) -> ForkForecast:
+        """Roll out `horizon` steps from the current state feeding predictions back; a fork:
+        the session's own state does not move."""
+        self.require_ready()
+        if self.last_y is None:
+            raise NoObservation("a forecast needs at least one observation (history or step)")
+        horizon = self.core.check_horizon(horizon)
+        levels = self.options.quantiles if levels is None else levels
+        levels = self.core.check_quantiles(list(levels))
+        y, h = self.last_y[None, :], self.h  # (1, O), (L, H)
+        path = [y]
+        for _ in range(horizon - 1):
+            (r,) = await self.core.run_rows([y], [h])
+            y, h = r.y[-1:], r.h
+            path.append(y)
+        mean_scaled = np.concatenate(path, axis=0)  # (horizon, O)
+        offsets = self.core.quantile_offsets(levels, horizon) if levels else {}
+        return ForkForecast(
+            step=self.step,
+            mean=mean_scaled * self.scale + self.loc,
+            quantiles={
+                q: (mean_scaled + off[:, None]) * self.scale + self.loc
+                for q, off in offsets.items()
+            },
+        )
+
+    # ---- tokens --------------------------------------------------------------------------
+    def _token_state(self, h: np.ndarray, step: int, last_y: np.ndarray | None) -> TokenState:
+        return TokenState(
+            h=h,
+            step=step,
+            loc=self.loc,
+            scale=self.scale,
+            last_y=last_y,
+            quantiles=self.options.quantiles,
+            flags=self.options.flags,
+        )
+
+    def token(self) -> str:
+        return self.codec.encode(self._token_state(self.h, self.step, self.last_y))
+
+
+class SessionFull(ServiceError):
+    status = 503
+    code = "too_many_sessions"
+
+
+# Called by the registry to end a connection from the server side: (close code, reason).
+Closer = Callable[[int, str], Awaitable[None]]
+
+
+class SessionRegistry:
+    """Live sessions of this process, bounded by max_sessions; closes them all on shutdown."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._closers: dict[str, Closer] = {}
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._closers)
+
+    def add(self, session_id: str, closer: Closer) -> None:
+        if self.closing:
+            raise SessionFull("the server is shutting down")
+        if len(self._closers) >= self.max_sessions:
+            raise SessionFull(f"the server holds its limit of {self.max_sessions} sessions")
+        self._closers[session_id] = closer
+
+    def remove(self, session_id: str) -> None:
+        self._closers.pop(session_id, None)
+
+    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Graceful shutdown: every session gets its resume token, then a close frame."""
+        self.closing = True
+        closers = list(self._closers.values())
+        if closers:
+            log.info("closing %d stream session(s) with code %d", len(closers), code)
+        results = await asyncio.gather(*(c(code, reason) for c in closers), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.warning("closing a session failed: %r", r)
+        with contextlib.suppress(Exception):
+            self._closers.clear()

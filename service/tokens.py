@@ -1,0 +1,200 @@
+"""Signed resume tokens: a stream's whole state, carried by the client.
+
+A GRU state is only layers x hidden floats, so a session can travel with the client and
+continue on any replica that holds the same model and secret (DESIGN.md section 4): no
+sticky routing, no shared store.
+
+Layout (then base64url without padding):
+
+    payload = header | model name | model version | quantiles (float64) | loc | scale | h | last_y
+    token   = payload | HMAC-SHA256(secret, payload)            (32 bytes)
+
+header (little-endian, struct "<BBQHHHHBBB"): format version, flags, step index, layers,
+hidden, input features, outputs, number of quantile levels, name length, version length.
+Other arrays are little-endian float32; last_y (the scaled prediction of the next observation)
+is present only when flag HAS_LAST_Y is set. Floats are stored bit-exactly, so a resumed
+stream continues with exactly the numbers the original would have used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from export.contract import ArtifactMeta
+from service.errors import ServiceError
+
+log = logging.getLogger("gru_serve.tokens")
+
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<BBQHHHHBBB")
+_MAC_BYTES = 32
+_F32 = np.dtype("<f4")
+_F64 = np.dtype("<f8")
+
+# flags
+HAS_LAST_Y = 1
+RETURN_HIDDEN = 2
+TOKEN_EACH_OUTPUT = 4
+OUTPUT_ON_REQUEST = 8
+BINARY_OUTPUT = 16
+
+
+class InvalidToken(ServiceError):
+    status = 400
+    code = "invalid_token"
+
+
+class TokenMismatch(ServiceError):
+    """A genuine token, but for another model (name, version or shape)."""
+
+    status = 409
+    code = "token_mismatch"
+
+
+@dataclass
+class TokenState:
+    """Everything a session needs to continue: state, position, scaling and options."""
+
+    h: np.ndarray  # (L, H) float32, model units
+    step: int  # index of the next observation
+    loc: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,)
+    last_y: np.ndarray | None = None  # (O,) scaled prediction of the next observation
+    quantiles: tuple[float, ...] = ()
+    flags: int = 0
+    model: str = ""
+    version: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_random_secret: bytes | None = None
+
+
+def resolve_secret(configured: str | None) -> bytes:
+    """The configured secret, or one random secret per process (warned about once)."""
+    global _random_secret
+    if configured:
+        return configured.encode()
+    if _random_secret is None:
+        _random_secret = secrets.token_bytes(32)
+        log.warning(
+            "GRU_SERVE_TOKEN_SECRET is not set: resume tokens are signed with a random "
+            "per-process secret and only this process will accept them"
+        )
+    return _random_secret
+
+
+class TokenCodec:
+    def __init__(self, secret: bytes, meta: ArtifactMeta) -> None:
+        if not secret:
+            raise ValueError("the token secret must not be empty")
+        self._secret = secret
+        self.meta = meta
+        self._name = meta.name.encode()[:255]
+        self._version = meta.version.encode()[:255]
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()
+
+    def encode(self, st: TokenState) -> str:
+        m = self.meta
+        flags = st.flags & ~HAS_LAST_Y | (HAS_LAST_Y if st.last_y is not None else 0)
+        parts = [
+            _HEADER.pack(
+                FORMAT_VERSION,
+                flags,
+                st.step,
+                m.num_layers,
+                m.hidden_size,
+                m.input_size,
+                m.output_size,
+                len(st.quantiles),
+                len(self._name),
+                len(self._version),
+            ),
+            self._name,
+            self._version,
+            np.asarray(st.quantiles, _F64).tobytes(),
+            np.asarray(st.loc, _F32).tobytes(),
+            np.asarray(st.scale, _F32).tobytes(),
+            np.asarray(st.h, _F32).tobytes(),
+        ]
+        if st.last_y is not None:
+            parts.append(np.asarray(st.last_y, _F32).tobytes())
+        payload = b"".join(parts)
+        return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
+
+    def decode(self, token: object) -> TokenState:
+        """Verify and unpack; raises InvalidToken / TokenMismatch with a message naming why."""
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("the resume token must be a non-empty string", "resume")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise InvalidToken("the resume token is not valid base64url", "resume") from None
+        if len(raw) < _HEADER.size + _MAC_BYTES:
+            raise InvalidToken("the resume token is truncated", "resume")
+        fmt, flags, step, L, H, F, O, nq, nn, nv = _HEADER.unpack_from(raw)
+        if fmt != FORMAT_VERSION:
+            raise InvalidToken(
+                f"resume token format {fmt} is not supported (this server reads format {FORMAT_VERSION})",
+                "resume",
+            )
+        floats = 2 * F + L * H + (O if flags & HAS_LAST_Y else 0)
+        expected = _HEADER.size + nn + nv + 8 * nq + 4 * floats + _MAC_BYTES
+        if len(raw) < expected:
+            raise InvalidToken("the resume token is truncated", "resume")
+        if len(raw) > expected:
+            raise InvalidToken("the resume token has trailing data", "resume")
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidToken(
+                "the resume token's signature does not match: it was altered or signed with "
+                "another secret",
+                "resume",
+            )
+        off = _HEADER.size
+        name = payload[off : off + nn].decode(errors="replace")
+        off += nn
+        version = payload[off : off + nv].decode(errors="replace")
+        off += nv
+        m = self.meta
+        if (name, version) != (m.name, m.version) or (
+            m.num_layers,
+            m.hidden_size,
+            m.input_size,
+            m.output_size,
+        ) != (L, H, F, O):
+            raise TokenMismatch(
+                f"the resume token belongs to model {name!r} version {version!r}; this server "
+                f"serves {m.name!r} version {m.version!r}",
+                "resume",
+            )
+        q = np.frombuffer(payload, _F64, count=nq, offset=off)
+        off += 8 * nq
+        values = np.frombuffer(payload, _F32, count=floats, offset=off).astype(np.float32)
+        loc, scale, values = values[:F], values[F : 2 * F], values[2 * F :]
+        h, values = values[: L * H].reshape(L, H), values[L * H :]
+        last_y = values[:O].copy() if flags & HAS_LAST_Y else None
+        if not (np.isfinite(h).all() and np.isfinite(loc).all() and (scale > 0).all()):
+            raise InvalidToken("the resume token holds non-finite values", "resume")
+        return TokenState(
+            h=h.copy(),
+            step=step,
+            loc=loc.copy(),
+            scale=scale.copy(),
+            last_y=last_y,
+            quantiles=tuple(float(v) for v in q),
+            flags=flags,
+            model=name,
+            version=version,
+        )
