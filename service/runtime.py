@@ -119,7 +119,9 @@ class Runtime:
                 str(self.path), self._session_options(), providers=providers
             )
         except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise ArtifactError(f"{self.path} is not a loadable ONNX model: {e}") from None
+            # ORT's message may span lines (and end with one): the start-up error stays one line.
+            reason = " ".join(str(e).split())
+            raise ArtifactError(f"{self.path} is not a loadable ONNX model: {reason}") from None
         if self.settings.device == "cuda" and session.get_providers()[0] != CUDA:
             raise DeviceError(
                 "device=cuda but onnxruntime fell back to the CPU (CUDA/cuDNN libraries missing?)"
