@@ -10,12 +10,12 @@ next observation (what a forecast fork starts from). Every step goes through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -180,7 +180,9 @@ class StreamSession:
         for t in range(T):
             if not wanted[t]:
                 continue
-            h_t = r.h if t == T - 1 else r.h_seq[t]  # type: ignore[index]
+            h_t = None
+            if per_step_state or t == T - 1:
+                h_t = r.h if t == T - 1 else r.h_seq[t]  # type: ignore[index]
             y_scaled = r.y[t]
             token = None
             if opts.token_each_output:
@@ -247,8 +249,13 @@ class SessionFull(ServiceError):
     code = "too_many_sessions"
 
 
-# Called by the registry to end a connection from the server side: (close code, reason).
-Closer = Callable[[int, str], Awaitable[None]]
+class SessionHandle(Protocol):
+    """What the registry holds per live session: the transport's connection object."""
+
+    session: StreamSession
+
+    async def server_close(self, code: int, reason: str) -> None:
+        """Send the session's resume token, then close with `code`."""
 
 
 class SessionRegistry:
@@ -256,31 +263,34 @@ class SessionRegistry:
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self._closers: dict[str, Closer] = {}
+        self._handles: dict[str, SessionHandle] = {}
         self.closing = False
 
     def __len__(self) -> int:
-        return len(self._closers)
+        return len(self._handles)
 
-    def add(self, session_id: str, closer: Closer) -> None:
+    def handles(self) -> list[SessionHandle]:
+        return list(self._handles.values())
+
+    def add(self, session_id: str, handle: SessionHandle) -> None:
         if self.closing:
             raise SessionFull("the server is shutting down")
-        if len(self._closers) >= self.max_sessions:
+        if len(self._handles) >= self.max_sessions:
             raise SessionFull(f"the server holds its limit of {self.max_sessions} sessions")
-        self._closers[session_id] = closer
+        self._handles[session_id] = handle
 
     def remove(self, session_id: str) -> None:
-        self._closers.pop(session_id, None)
+        self._handles.pop(session_id, None)
 
     async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Graceful shutdown: every session gets its resume token, then a close frame."""
         self.closing = True
-        closers = list(self._closers.values())
-        if closers:
-            log.info("closing %d stream session(s) with code %d", len(closers), code)
-        results = await asyncio.gather(*(c(code, reason) for c in closers), return_exceptions=True)
+        handles = self.handles()
+        if handles:
+            log.info("closing %d stream session(s) with code %d", len(handles), code)
+        results = await asyncio.gather(
+            *(h.server_close(code, reason) for h in handles), return_exceptions=True
+        )
         for r in results:
             if isinstance(r, Exception):
                 log.warning("closing a session failed: %r", r)
-        with contextlib.suppress(Exception):
-            self._closers.clear()

@@ -264,11 +264,14 @@ class Connection:
         self._space = asyncio.Event()
         self._errors = 0  # consecutive errors; reset by any command that succeeds
         self._worker: asyncio.Task | None = None
+        self.high_water = 0  # most queue units ever held (the backpressure bound, for tests)
+        self.closed_by_server = False
 
     # queue -------------------------------------------------------------------------------------
     def _push(self, cmd: Command, front: bool = False) -> None:
         (self._queue.appendleft if front else self._queue.append)(cmd)
         self._units += cmd.units
+        self.high_water = max(self.high_water, self._units)
         self._wake.set()
 
     async def _pop(self) -> Command:
@@ -288,7 +291,10 @@ class Connection:
 
     # life cycle ----------------------------------------------------------------------------------
     async def serve(self) -> None:
-        self.registry.add(self.session.id, self.server_close)
+        self.registry.add(self.session.id, self)
+        metrics = getattr(self.ws.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.session_opened()
         try:
             self._worker = asyncio.create_task(self._work(), name=f"stream-{self.session.id[:8]}")
             reader = asyncio.create_task(self._read())
@@ -304,6 +310,8 @@ class Connection:
         finally:
             self.session.close()
             self.registry.remove(self.session.id)
+            if metrics is not None:
+                metrics.session_closed(evicted=self.closed_by_server)
 
     async def server_close(self, code: int, reason: str) -> None:
         """Close from the server side (shutdown): token first; queued steps are dropped (the
@@ -382,6 +390,7 @@ class Connection:
             raise
         except Exception:
             log.exception("stream session %s failed; closing it with 1011", self.session.id)
+            self.closed_by_server = True
             with contextlib.suppress(Exception):
                 await self.ws.close(ws_status.WS_1011_INTERNAL_ERROR, "internal error")
 
@@ -449,6 +458,7 @@ class Connection:
         await self._send_text(_dumps(msg))
 
     async def _close(self, code: int, reason: str, why: str) -> None:
+        self.closed_by_server = why != "client"
         if self.session.phase is Phase.READY:
             with contextlib.suppress(_Gone):
                 await self._send_state(reason)
@@ -498,4 +508,7 @@ async def stream_session(ws: WebSocket) -> None:
     try:
         await conn.serve()
     except SessionFull as e:
+        metrics = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.stream_rejected()
         await ws.close(ws_status.WS_1013_TRY_AGAIN_LATER, e.message[:120])
