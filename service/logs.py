@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 
 from fastapi.routing import APIWebSocketRoute
 from starlette.routing import WebSocketRoute, compile_path
@@ -37,9 +36,19 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, message, request_id, extra fields."""
 
+    _second = -1
+    _stamp = ""
+
+    def _ts(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # the date part changes once a second: format it once
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -48,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         if rid is not None:
             out["request_id"] = rid
         for k, v in record.__dict__.items():
-            if k not in _RESERVED and not k.startswith("_"):
+            if k not in _RESERVED and k[0] != "_":
                 out[k] = v
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
@@ -100,7 +109,7 @@ class RequestContext:
             if name == REQUEST_ID_HEADER:
                 rid = _clean_id(value)
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = rid or os.urandom(16).hex()
         token = request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
@@ -127,17 +136,15 @@ class RequestContext:
             route = self._route(scope)
             if self.metrics is not None:
                 self.metrics.observe_request(route, status, seconds)
-            if self.access:
-                access_log.info(
-                    "request",
-                    extra={
-                        "method": scope.get("method", "WEBSOCKET"),
-                        "route": route,
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                    },
-                )
+            if self.access and access_log.isEnabledFor(logging.INFO):
+                # a bare record: Logger.info would walk the stack to find the caller
+                rec = logging.LogRecord(access_log.name, logging.INFO, "", 0, "request", None, None)
+                rec.method = scope.get("method", "WEBSOCKET")
+                rec.route = route
+                rec.path = scope["path"]
+                rec.status = status
+                rec.duration_ms = round(seconds * 1000, 3)
+                access_log.handle(rec)
             request_id.reset(token)
 
     def _route(self, scope: Scope) -> str:
