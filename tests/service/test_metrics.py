@@ -5,7 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import WebSocketDisconnect
 
 from service.batching import BatchStats
 from service.metrics import Metrics
@@ -170,3 +172,35 @@ def test_session_hooks() -> None:
     assert value(s, "gru_stream_sessions_closed_total") == 1
     assert value(s, "gru_stream_sessions_evicted_total") == 1
     assert value(s, "gru_request_rejected_total", route="/v1/stream") == 1
+
+
+def test_stream_sessions_through_the_websocket(client) -> None:
+    before = scrape(client)
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start"})
+        assert ws.receive_json()["type"] == "ready"
+        during = scrape(client)
+        ws.send_json({"type": "close"})
+    after = scrape(client)
+    assert value(during, "gru_stream_sessions_active") == 1
+    assert delta(before, during, "gru_stream_sessions_opened_total") == 1
+    assert value(after, "gru_stream_sessions_active") == 0
+    assert delta(before, after, "gru_stream_sessions_closed_total") == 1
+    assert delta(before, after, "gru_stream_sessions_evicted_total") == 0
+    assert delta(before, after, "gru_request_success_total", route="/v1/stream", status="101") == 1
+
+
+def test_stream_session_over_the_limit_is_rejected(make_client) -> None:
+    c = make_client(max_sessions=1)
+    before = scrape(c)
+    with c.websocket_connect("/v1/stream") as first:
+        first.send_json({"type": "start"})
+        assert first.receive_json()["type"] == "ready"
+        with c.websocket_connect("/v1/stream") as second:
+            second.send_json({"type": "start"})
+            with pytest.raises(WebSocketDisconnect) as e:
+                second.receive_json()
+            assert e.value.code == 1013
+    after = scrape(c)
+    assert delta(before, after, "gru_request_rejected_total", route="/v1/stream") == 1
+    assert delta(before, after, "gru_stream_sessions_opened_total") == 1

@@ -271,3 +271,27 @@ def test_limits_of_the_core_apply(make_client) -> None:
     assert r.status_code == 400 and "limit of 4" in r.json()["error"]
     r = c.post(INFER, json={"inputs": [tensor("x", np.zeros((3, 1, 1), np.float32))]})
     assert r.status_code == 400 and "limit of 2" in r.json()["error"]
+
+
+def test_not_ready_is_503_on_readiness_and_infer(client) -> None:
+    body = {"inputs": [tensor("x", np.zeros((1, 1, 1), np.float32))]}
+    client.app.state.ready = False  # as during warm-up or once shutdown begins
+    try:
+        assert client.get("/v2/health/live").status_code == 200
+        r = client.get("/v2/health/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False}
+        r = client.get(f"/v2/models/{MODEL}/ready")
+        assert r.status_code == 503 and r.json() == {"name": MODEL, "ready": False}
+        r = client.post(INFER, json=body)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "not ready" in r.json()["error"]
+    finally:
+        client.app.state.ready = True
+    assert client.post(INFER, json=body).status_code == 200
+
+
+def test_overload_is_503_with_retry_after(make_client) -> None:
+    c = make_client(max_queue_rows=1)
+    r = c.post(INFER, json={"inputs": [tensor("x", np.zeros((2, 1, 1), np.float32))]})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert isinstance(r.json()["error"], str) and "capacity" in r.json()["error"]
