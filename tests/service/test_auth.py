@@ -8,8 +8,10 @@ import hmac
 import re
 
 import pytest
+import tritonclient.http as triton
 import websockets
 from starlette.testclient import WebSocketDisconnect
+from tritonclient.utils import InferenceServerException
 
 from service import auth
 from service.auth import OPEN_PATHS
@@ -121,7 +123,7 @@ def test_auth_is_off_without_keys(client) -> None:
     assert client.get("/metrics").status_code == 200
 
 
-def test_real_server_websocket_is_rejected_before_the_session_opens(serve_process) -> None:
+def test_real_server_refuses_websocket_and_oip_client_without_a_key(serve_process) -> None:
     server = serve_process(api_keys=KEYS)
 
     async def attempt(headers):
@@ -136,6 +138,17 @@ def test_real_server_websocket_is_rejected_before_the_session_opens(serve_proces
     assert e.value.response.status_code == 403
     reply = asyncio.run(attempt({"Authorization": "Bearer beta-key"}))
     assert '"ready"' in reply
+
+    # the official OIP client: probes open, everything else needs the header
+    c = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        assert c.is_server_live() and c.is_server_ready()
+        with pytest.raises(InferenceServerException) as e:
+            c.get_server_metadata()
+        assert e.value.status() == "401" and "API key" in e.value.message()
+        assert c.get_server_metadata(headers={"X-API-Key": "alpha-key"})["name"] == "gru-serve"
+    finally:
+        c.close()
 
 
 # ---- CORS -----------------------------------------------------------------------------------------
