@@ -135,7 +135,7 @@ class RequestContext:
             seconds = time.perf_counter() - started
             route = self._route(scope)
             if self.metrics is not None:
-                self.metrics.observe_request(route, status, seconds)
+                self.metrics.observe_request(route, status, seconds if kind == "http" else None)
             if self.access and access_log.isEnabledFor(logging.INFO):
                 # a bare record: Logger.info would walk the stack to find the caller
                 rec = logging.LogRecord(access_log.name, logging.INFO, "", 0, "request", None, None)

@@ -47,7 +47,7 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "gru_request_duration_seconds",
-            "Time from request start to the end of the response, by route",
+            "Time from request start to the end of the response, by route (HTTP only)",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -123,7 +123,9 @@ class Metrics:
         self.inflight_rows.set_function(lambda: core.inflight_rows)
 
     # ---- hot path -----------------------------------------------------------------------------------
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
+    def observe_request(self, route: str, status: int, seconds: float | None) -> None:
+        """One finished request; `seconds` None leaves the latency histogram alone (a
+        websocket's lifetime is not a request latency)."""
         key = (route, status)
         table = self._ok if status < 400 else self._fail
         inc = table.get(key)
@@ -131,10 +133,11 @@ class Metrics:
             family = self.request_success if status < 400 else self.request_failure
             inc = table[key] = family.labels(route, str(status)).inc
         inc()
-        observe = self._duration.get(route)
-        if observe is None:
-            observe = self._duration[route] = self.request_duration.labels(route).observe
-        observe(seconds)
+        if seconds is not None:
+            observe = self._duration.get(route)
+            if observe is None:
+                observe = self._duration[route] = self.request_duration.labels(route).observe
+            observe(seconds)
         if status == 503:
             self.request_rejected.labels(route).inc()
 

@@ -188,6 +188,7 @@ def test_stream_sessions_through_the_websocket(client) -> None:
     assert delta(before, after, "gru_stream_sessions_closed_total") == 1
     assert delta(before, after, "gru_stream_sessions_evicted_total") == 0
     assert delta(before, after, "gru_request_success_total", route="/v1/stream", status="101") == 1
+    assert value(after, "gru_request_duration_seconds_count", route="/v1/stream") == 0
 
 
 def test_stream_session_over_the_limit_is_rejected(make_client) -> None:
