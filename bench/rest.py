@@ -1,0 +1,165 @@
+"""REST section: /v1/forecast on the service vs the floor and naive apps (bench/apps.py), each
+a real uvicorn process on 127.0.0.1, at 1, 16 and 64 closed-loop clients; plus the service's
+start-to-ready time and resident memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+
+from bench import procs
+from bench.load import run_load
+from bench.results import table
+
+PATH = "/v1/forecast"
+GOALS = {
+    "vs_floor_rps": 0.8,
+    "vs_naive_rps": 3.0,
+    "p99_vs_floor": 1.5,
+    "ready_s": 1.5,
+    "rss_mb": 150,
+}
+
+
+def request_body(length: int, horizon: int) -> bytes:
+    series = [round(10 + 3 * math.sin(i / 4) + 0.1 * (i % 5), 3) for i in range(length)]
+    return json.dumps({"series": [series], "horizon": horizon, "quantiles": [0.1, 0.9]}).encode()
+
+
+def batch_counters(server: procs.Server) -> tuple[float, float]:
+    """(sum, count) of the service's gru_batch_rows histogram: rows and onnxruntime runs."""
+    text = server.get("/metrics").decode()
+    found = dict(re.findall(r"^gru_batch_rows_(sum|count)\s+(\S+)$", text, re.M))
+    return float(found.get("sum", "nan")), float(found.get("count", "nan"))
+
+
+def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: bool) -> list[dict]:
+    rows = []
+    for clients in levels:
+        before = batch_counters(server) if batches else None
+        r = run_load(server.port, PATH, body, clients, seconds)
+        mean_batch = None
+        if batches:
+            after = batch_counters(server)
+            runs = after[1] - before[1]
+            mean_batch = (after[0] - before[0]) / runs if runs else None
+        rows.append(
+            {
+                "clients": clients,
+                "rps": round(r.rps, 1),
+                "p50_ms": round(r.pct_ms(50), 2),
+                "p99_ms": round(r.pct_ms(99), 2),
+                "ok": r.ok,
+                "errors": r.errors,
+                "statuses": {str(k): v for k, v in r.statuses.items()},
+                "mean_batch_rows": round(mean_batch, 2) if mean_batch is not None else None,
+            }
+        )
+        print(f"  {server.name:8s} {clients:3d} clients: {rows[-1]}", flush=True)
+    return rows
+
+
+def run(args) -> tuple[dict, str]:
+    model, model_desc = procs.artifact()
+    levels = args.levels
+    body = request_body(args.length, args.horizon)
+    print(f"REST bench on {model_desc}: {PATH}, 1 series of {args.length}, horizon {args.horizon}")
+
+    # start-to-ready of the real command, a few times (the first pays cold file caches)
+    ready = []
+    for _ in range(args.starts):
+        port = procs.free_port()
+        s = procs.start("service", procs.serve_cmd(model, port), port, "/readyz")
+        ready.append(s.ready_s)
+        s.stop()
+    print(f"  service start to ready: {[round(x, 3) for x in ready]} s")
+
+    results: dict = {"model": model_desc, "request": {"path": PATH, "series_length": args.length,
+                     "horizon": args.horizon, "quantiles": [0.1, 0.9]},
+                     "seconds_per_level": args.seconds, "levels": {}}  # fmt: skip
+    memory = {}
+    for name in ("service", "floor", "naive"):
+        port = procs.free_port()
+        if name == "service":
+            server = procs.start(name, procs.serve_cmd(model, port), port, "/readyz")
+        else:
+            server = procs.start(name, procs.app_cmd(name, model, port), port, "/readyz")
+        try:
+            results["levels"][name] = measure(server, body, levels, args.seconds, name == "service")
+            memory[name] = server.memory_mb()
+        finally:
+            server.stop()
+    results["memory_mb"] = {k: {m: round(v, 1) for m, v in d.items()} for k, d in memory.items()}
+    results["start_to_ready_s"] = {
+        "runs": [round(x, 3) for x in ready],
+        "median": round(statistics.median(ready), 3),
+    }
+
+    by = {n: {r["clients"]: r for r in rows} for n, rows in results["levels"].items()}
+    ratios = {}
+    for c in levels:
+        s, f, n = by["service"][c], by["floor"][c], by["naive"][c]
+        ratios[c] = {
+            "vs_floor_rps": round(s["rps"] / f["rps"], 2),
+            "vs_naive_rps": round(s["rps"] / n["rps"], 2),
+            "p99_vs_floor": round(s["p99_ms"] / f["p99_ms"], 2),
+        }
+    results["ratios"] = {str(c): r for c, r in ratios.items()}
+    top = max(levels)
+    svc_rss = memory["service"]["VmRSS"]
+    goals = {
+        f"service >= {GOALS['vs_floor_rps']} x floor req/s at {top}": ratios[top]["vs_floor_rps"] >= GOALS["vs_floor_rps"],
+        f"service >= {GOALS['vs_naive_rps']} x naive req/s at {top}": ratios[top]["vs_naive_rps"] >= GOALS["vs_naive_rps"],
+        f"service p99 <= {GOALS['p99_vs_floor']} x floor p99 at {top}": ratios[top]["p99_vs_floor"] <= GOALS["p99_vs_floor"],
+        f"start to ready <= {GOALS['ready_s']} s (median)": results["start_to_ready_s"]["median"] <= GOALS["ready_s"],
+        f"service RSS <= {GOALS['rss_mb']} MB": svc_rss <= GOALS["rss_mb"],
+    }  # fmt: skip
+    results["goals"] = goals
+    return results, markdown(results, levels, ratios)
+
+
+def markdown(res: dict, levels, ratios) -> str:
+    req = res["request"]
+    rows = []
+    for name in ("service", "floor", "naive"):
+        for r in res["levels"][name]:
+            mb = r["mean_batch_rows"]
+            if name == "naive":
+                mb = 1.0  # one onnxruntime run per step per request, by construction
+            rows.append([name, r["clients"], r["rps"], r["p50_ms"], r["p99_ms"],
+                         "-" if mb is None else mb, r["errors"]])  # fmt: skip
+    perf = table(
+        ["app", "clients", "req/s", "p50 ms", "p99 ms", "mean batch rows", "non-200"], rows
+    )
+    rat = table(
+        ["clients", "service/floor req/s", "service/naive req/s", "service p99 / floor p99"],
+        [[c, ratios[c]["vs_floor_rps"], ratios[c]["vs_naive_rps"], ratios[c]["p99_vs_floor"]]
+         for c in levels],
+    )  # fmt: skip
+    mem = res["memory_mb"]
+    other = table(
+        ["figure", "value"],
+        [
+            ["service start to ready (median of runs)", f"{res['start_to_ready_s']['median']} s {res['start_to_ready_s']['runs']}"],
+            ["service RSS after the load (peak)", f"{mem['service']['VmRSS']} MB ({mem['service']['VmHWM']} MB)"],
+            ["floor RSS (peak)", f"{mem['floor']['VmRSS']} MB ({mem['floor']['VmHWM']} MB)"],
+            ["naive RSS (peak)", f"{mem['naive']['VmRSS']} MB ({mem['naive']['VmHWM']} MB)"],
+        ],
+    )  # fmt: skip
+    goals = table(
+        ["goal", "met"], [[g, "yes" if ok else "**no**"] for g, ok in res["goals"].items()]
+    )
+    return (
+        f"`POST {req['path']}`, one series of {req['series_length']} values, horizon "
+        f"{req['horizon']}, quantiles 0.1 and 0.9; model: {res['model']}. Closed loop, "
+        f"{res['seconds_per_level']} s per level after 0.5 s warm-up; client and servers share "
+        f"the machine's cores.\n\n{perf}\n\n{rat}\n\n{other}\n\n{goals}\n"
+    )
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--length", type=int, default=48, help="values in the bench series")
+    p.add_argument("--horizon", type=int, default=12)
+    p.add_argument("--starts", type=int, default=3, help="service starts timed")
