@@ -23,6 +23,7 @@ sent as binary when `parameters.binary_data_output` (request) or `parameters.bin
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,12 @@ def decode_request(body: bytes, header_length: str | None, meta: ArtifactMeta) -
     if rid is not None and not isinstance(rid, str):
         raise OipError(400, "'id' must be a string")
     params = _params(req.get("parameters"), "request")
+    if params.get("sequence_id") not in (None, 0, ""):
+        raise OipError(
+            400,
+            "sequence batching (parameters.sequence_id) is not supported: send the state as "
+            "input 'h0', or stream over WS /v1/stream",
+        )
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise OipError(400, "'inputs' must be a non-empty list of tensors")
@@ -192,7 +199,7 @@ def _decode_tensor(t: dict, raw: bytes, offset: int) -> tuple[np.ndarray, int]:
     ):
         raise OipError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
     dtype = _DTYPES[datatype]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow for absurd shapes
     params = _params(t.get("parameters"), f"input {name!r}")
     size = params.get("binary_data_size")
     if size is not None:

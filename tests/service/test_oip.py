@@ -251,6 +251,15 @@ def test_binary_request_by_hand(client) -> None:
     assert r.status_code == 400 and "not claimed" in r.json()["error"]
 
 
+def test_sequence_parameters_and_absurd_shapes_are_400(client) -> None:
+    x = tensor("x", np.ones((1, 2, 1), np.float32))
+    r = client.post(INFER, json={"inputs": [x], "parameters": {"sequence_id": 7}})
+    assert r.status_code == 400 and "h0" in r.json()["error"]
+    huge = {"name": "x", "shape": [2**40, 2**40, 1], "datatype": "FP32", "data": [1.0]}
+    r = client.post(INFER, json={"inputs": [huge]})
+    assert r.status_code == 400 and "needs" in r.json()["error"]
+
+
 def test_compressed_request_is_a_clear_400(client) -> None:
     r = client.post(INFER, content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
     assert r.status_code == 400 and "Content-Encoding" in r.json()["error"]
