@@ -75,6 +75,13 @@ class InferenceCore:
         self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool = False
     ) -> list[JobResult]:
         """Run each x (T, F) from its h (L, H) through the batcher, concurrently; order kept."""
+        if len(xs) == 1:  # a stream step: skip gather's extra future
+            fut = self.batcher.submit(xs[0], hs[0], want_seq)
+            try:
+                return [await fut]
+            except BaseException:
+                fut.cancel()
+                raise
         futures = [self.batcher.submit(x, h, want_seq) for x, h in zip(xs, hs, strict=True)]
         try:
             return list(await asyncio.gather(*futures))
