@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -165,6 +166,12 @@ def parse_text(core: InferenceCore, settings: Settings, text: str) -> Command:
     if unknown:
         raise InvalidInput(f"unknown field(s) {sorted(unknown)} in a {kind!r} message")
     if kind == "step":
+        v = msg.get("x")
+        if len(msg) == 2 and type(v) is float and core.meta.input_size == 1:  # the hot path
+            x = np.full((1, 1), v, np.float32)
+            if not math.isfinite(x[0, 0]):
+                raise InvalidInput("values must be finite numbers (no NaN or infinity)", "x")
+            return Command("step", {"x": x, "output": False}, 1)
         if "x" not in msg:
             raise InvalidInput("a step needs `x`: one observation or a list of them", "x")
         x = _observations(core, msg["x"], "x")
@@ -229,6 +236,8 @@ def _vector(v: np.ndarray) -> float | list[float]:
 
 
 def output_json(o: StepOutput) -> str:
+    if o.y.shape[0] == 1 and not o.quantiles and o.h is None and o.token is None:
+        return f'{{"type":"output","step":{o.step},"y":{float(o.y[0])!r}}}'  # the hot path
     msg: dict[str, Any] = {"type": "output", "step": o.step, "y": _vector(o.y)}
     if o.quantiles:
         msg["quantiles"] = {quantile_key(q): _vector(v) for q, v in o.quantiles.items()}
@@ -266,6 +275,11 @@ class Connection:
         self._worker: asyncio.Task | None = None
         self.high_water = 0  # most queue units ever held (the backpressure bound, for tests)
         self.closed_by_server = False
+        self._reader: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_seen = 0.0
+        self._sending_since: float | None = None
+        self._running = False  # the worker is executing a command
 
     # queue -------------------------------------------------------------------------------------
     def _push(self, cmd: Command, front: bool = False) -> None:
@@ -295,19 +309,22 @@ class Connection:
         metrics = getattr(self.ws.app.state, "metrics", None)
         if metrics is not None:
             metrics.session_opened()
+        loop = asyncio.get_running_loop()
+        self._last_seen = loop.time()
+        self._worker = worker = asyncio.create_task(self._work())
+        self._reader = reader = asyncio.create_task(self._read())
+        self._arm_watchdog(self.settings.session_idle_timeout_s)
         try:
-            self._worker = asyncio.create_task(self._work(), name=f"stream-{self.session.id[:8]}")
-            reader = asyncio.create_task(self._read())
-            done, _ = await asyncio.wait(
-                {reader, self._worker}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if reader in done and reader.result() == "handed_off":
-                await self._worker  # a close is queued: the worker sends the token and closes
-            for t in (reader, self._worker):
+            done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if worker not in done and (reader.cancelled() or reader.result() == "handed_off"):
+                await worker  # a close is queued: the worker sends the token and closes
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            for t in (reader, worker):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-        finally:
             self.session.close()
             self.registry.remove(self.session.id)
             if metrics is not None:
@@ -317,20 +334,47 @@ class Connection:
         """Close from the server side (shutdown): token first; queued steps are dropped (the
         token's step index says where the client resumes)."""
         self._push(Command("server_close", {"code": code, "reason": reason}), front=True)
+        if self._reader is not None:
+            self._reader.cancel()  # stop reading: nothing after the close is taken
         if self._worker is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._worker), 5.0)
+
+    # idle and stuck-client watchdog: one timer per idle period, nothing per message ------------
+    def _arm_watchdog(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._watchdog)
+
+    def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        now, idle = loop.time(), self.settings.session_idle_timeout_s
+        if self._sending_since is not None and now - self._sending_since >= idle:
+            # The client has not read its outputs for a whole idle period: it is gone.
+            log.info("stream session %s stopped reading; dropping it", self.session.id)
+            self.closed_by_server = True
+            for t in (self._reader, self._worker):
+                if t is not None:
+                    t.cancel()
+            return
+        busy = self._units > 0 or self._running
+        if not busy and now - self._last_seen >= idle:
+            self._push(Command("server_close", {"code": 1000, "reason": "idle timeout"}))
+            if self._reader is not None:
+                self._reader.cancel()
+            return
+        due = self._last_seen + idle - now
+        if self._sending_since is not None:
+            due = min(due, self._sending_since + idle - now)
+        self._arm_watchdog(max(due, idle / 8) if busy else max(due, 0.001))
 
     # reader --------------------------------------------------------------------------------------
     async def _read(self) -> str:
         """Frames -> commands. Returns 'disconnected', or 'handed_off' once a close is queued."""
         s = self.settings
+        receive = self.ws.receive
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), s.session_idle_timeout_s)
-            except TimeoutError:
-                self._push(Command("server_close", {"code": 1000, "reason": "idle timeout"}))
-                return "handed_off"
+            msg = await receive()
+            self._last_seen = loop.time()
             if msg["type"] == "websocket.disconnect":
                 return "disconnected"
             text, data = msg.get("text"), msg.get("bytes")
@@ -369,6 +413,7 @@ class Connection:
                 if cmd.kind == "close":
                     await self._close(1000, "closed by client", "client")
                     return
+                self._running = True
                 try:
                     if cmd.kind == "error":
                         raise cmd.args["error"]
@@ -384,6 +429,8 @@ class Connection:
                             "abuse",
                         )
                         return
+                finally:
+                    self._running = False
         except _Gone:
             return
         except asyncio.CancelledError:
@@ -473,16 +520,19 @@ class Connection:
         await self._send(self.ws.send_bytes(data))
 
     async def _send(self, aw) -> None:
-        # A client that never reads blocks this send (TCP backpressure); after the idle
-        # timeout it is treated as gone.
+        # A client that never reads blocks this send (TCP backpressure); the watchdog drops
+        # it after one idle period.
+        self._sending_since = asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(aw, self.settings.session_idle_timeout_s)
-        except (TimeoutError, RuntimeError, OSError) as e:
+            await aw
+        except (RuntimeError, OSError) as e:
             raise _Gone() from e
         except Exception as e:
             if type(e).__name__ in ("WebSocketDisconnect", "ClientDisconnected"):
                 raise _Gone() from e
             raise
+        finally:
+            self._sending_since = None
 
 
 class _Gone(Exception):
