@@ -47,6 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.cli import CliError
     from service.logs import configure_logging
     from service.runtime import ArtifactError, DeviceError, Runtime
+    from service.shutdown import serve
 
     settings = load_settings(args)
     configure_logging(settings.log_level)  # JSON lines; uvicorn's loggers propagate to it
@@ -55,7 +56,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ArtifactError, DeviceError) as e:
         raise CliError(str(e)) from None
     app = create_app(settings, runtime)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -64,4 +65,6 @@ def run_serve(args: argparse.Namespace) -> int:
         access_log=False,  # RequestContext writes the access log
         ws_max_size=settings.max_message_bytes,
     )
+    # SIGTERM/SIGINT: not ready, streams get their tokens, in-flight requests drain, exit 0
+    serve(app, config, settings.shutdown_grace_s)
     return 0
