@@ -34,6 +34,9 @@ class JobResult:
     y: np.ndarray  # (T, O): head output after each step
     h: np.ndarray  # (L, H): state after the last step
     h_seq: np.ndarray | None  # (T, L, H) when asked for
+    # With `steps` > 0: (1 + steps, O), the prediction after x, then each prediction fed back
+    # as the next input (a forecast rollout run inside the worker, one event-loop hop in all).
+    rollout: np.ndarray | None = None
 
 
 @dataclass
@@ -42,6 +45,7 @@ class _Job:
     h: np.ndarray
     want_seq: bool
     future: asyncio.Future
+    steps: int = 0
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -99,13 +103,19 @@ class Batcher:
         self._fail_pending(BatcherStopped("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    def submit(self, x: np.ndarray, h: np.ndarray, want_seq: bool = False) -> asyncio.Future:
-        """Queue one row; the future resolves to a JobResult (or the run's exception)."""
+    def submit(
+        self, x: np.ndarray, h: np.ndarray, want_seq: bool = False, steps: int = 0
+    ) -> asyncio.Future:
+        """Queue one row; the future resolves to a JobResult (or the run's exception).
+
+        `steps` > 0 also rolls the row forward that many steps, feeding each prediction back
+        as the next input (needs output_size == input_size), together with every other
+        rolling row of the batch: JobResult.rollout."""
         fut = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(BatcherStopped("the server is shutting down"))
             return fut
-        self._queue.append(_Job(x, h, want_seq, fut))
+        self._queue.append(_Job(x, h, want_seq, fut, steps))
         self._wakeup.set()
         return fut
 
@@ -188,7 +198,34 @@ class Batcher:
                     h=h_n[:, b].copy(),
                     h_seq=h_seq[:n, :, b].copy() if j.want_seq and h_seq is not None else None,
                 )
+        rolling = [i for i, j in enumerate(jobs) if j.steps > 0]
+        if rolling:
+            self._rollout([jobs[i] for i in rolling], [out[i] for i in rolling])  # type: ignore[misc]
         return out  # type: ignore[return-value]
+
+    def _rollout(self, jobs: list[_Job], results: list[JobResult]) -> None:
+        """Worker thread: advance every rolling row of the batch together, one run per step;
+        rows leave the batch once their own number of steps is done."""
+        y_last = np.stack([r.y[-1] for r in results])  # (B, O)
+        h = np.stack([r.h for r in results], axis=1)  # (L, B, H)
+        paths = [[r.y[-1]] for r in results]
+        active = np.arange(len(jobs))
+        steps = np.array([j.steps for j in jobs])
+        for k in range(int(steps.max())):
+            keep = steps[active] > k
+            if not keep.all():
+                y_last, h, active = y_last[keep], h[:, keep], active[keep]
+            y, h, _ = self._run(
+                y_last[None].astype(np.float32, copy=False),
+                h,
+                np.ones(len(active), np.int32),
+                False,
+            )
+            y_last = y[0]  # (B, O)
+            for b, i in enumerate(active):
+                paths[i].append(y_last[b])
+        for r, p in zip(results, paths, strict=True):
+            r.rollout = np.stack(p)  # (1 + steps, O)
 
 
 def _length_groups(order: list[int], lengths: list[int]) -> list[list[int]]:

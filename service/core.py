@@ -72,17 +72,22 @@ class InferenceCore:
 
     # ---- the building block ------------------------------------------------------------------
     async def run_rows(
-        self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool = False
+        self,
+        xs: Sequence[np.ndarray],
+        hs: Sequence[np.ndarray],
+        want_seq: bool = False,
+        steps: int = 0,
     ) -> list[JobResult]:
-        """Run each x (T, F) from its h (L, H) through the batcher, concurrently; order kept."""
+        """Run each x (T, F) from its h (L, H) through the batcher, concurrently; order kept.
+        `steps` > 0 also rolls each row forward (JobResult.rollout, see Batcher.submit)."""
         if len(xs) == 1:  # a stream step: skip gather's extra future
-            fut = self.batcher.submit(xs[0], hs[0], want_seq)
+            fut = self.batcher.submit(xs[0], hs[0], want_seq, steps)
             try:
                 return [await fut]
             except BaseException:
                 fut.cancel()
                 raise
-        futures = [self.batcher.submit(x, h, want_seq) for x, h in zip(xs, hs, strict=True)]
+        futures = [self.batcher.submit(x, h, want_seq, steps) for x, h in zip(xs, hs, strict=True)]
         try:
             return list(await asyncio.gather(*futures))
         except BaseException:
@@ -188,20 +193,15 @@ class InferenceCore:
                 scaled.append((x - loc) / scale)
                 h0s.append(st.h if st is not None else self.zero_state())
                 scalers.append((loc, scale))
-            first = await self.run_rows(scaled, h0s)
-            after = [r.h for r in first]  # state after the history: what return_state gives back
-            step = [r.y[-1:] for r in first]  # (1, F): prediction of the next observation
-            hs = after
-            path = [[s] for s in step]
-            for _ in range(horizon - 1):
-                res = await self.run_rows(step, hs)
-                step, hs = [r.y[-1:] for r in res], [r.h for r in res]
-                for p, s in zip(path, step, strict=True):
-                    p.append(s)
+            # The history, then horizon - 1 steps feeding the prediction back, all inside the
+            # batcher's worker: one event-loop round trip per series, and the rollouts of every
+            # concurrent request still advance together step by step.
+            res = await self.run_rows(scaled, h0s, steps=horizon - 1)
+        after = [r.h for r in res]  # state after the history: what return_state gives back
         offsets = self.quantile_offsets(levels, horizon) if levels else {}
         out = []
-        for p, (loc, scale), h in zip(path, scalers, after, strict=True):
-            mean_scaled = np.concatenate(p, axis=0)  # (horizon, F)
+        for r, (loc, scale), h in zip(res, scalers, after, strict=True):
+            mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
             out.append(
                 Forecast(
                     mean=mean_scaled * scale + loc,
