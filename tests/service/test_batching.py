@@ -291,21 +291,62 @@ def test_core_results_identical_alone_and_batched(make_settings):
     assert mean_rows > 1.0  # rows of concurrent requests really shared runs
 
 
-def test_many_series_of_one_request_advance_together(make_settings):
+def test_many_series_of_one_request_advance_together(make_settings, tiny_reference):
+    """A forecast is one batcher job per series: histories in length groups, then every
+    series' rollout steps share one onnxruntime run per step (rows leave when done)."""
     settings = make_settings()
+    calls: list[tuple[int, int]] = []
 
     async def main():
         core = await core_for(settings)
-        runs0 = core.batcher.runs
-        series = [np.array(s, np.float32)[:, None] for s, _ in FORECASTS]
-        await core.forecast(series, 4)
-        runs = core.batcher.runs - runs0
-        await core.stop()
-        return runs
+        real = core.batcher._run
 
-    # one batch over all histories (split into length groups inside the run) + 3 rollout
-    # batches: not one run per series per step
-    assert run(main()) == 4
+        def counting(x, h0, lens, want_seq):
+            calls.append((x.shape[1], x.shape[0]))  # (rows, padded T)
+            return real(x, h0, lens, want_seq)
+
+        core.batcher._run = counting
+        series = [np.array(s, np.float32)[:, None] for s, _ in FORECASTS]
+        out = await core.forecast(series, 4)
+        runs = core.batcher.runs
+        await core.stop()
+        return out, runs
+
+    out, runs = run(main())
+    assert runs == 1  # one batch, one event-loop round trip
+    # lengths 1, 2 | 3, 5 | 8 | 40 (padding bounded at 2x), then 3 steps of all 6 rows
+    assert calls == [(2, 2), (2, 5), (1, 8), (1, 40), (6, 1), (6, 1), (6, 1)]
+    for (s, _), f in zip(FORECASTS, out, strict=True):
+        ref = tiny_reference.forecast(s, 4)["mean"]
+        assert np.max(np.abs(f.mean - ref)) <= 1e-5
+
+
+def test_rollouts_of_different_horizons_share_steps(make_settings):
+    """Rows leave the rolling batch once their own horizon is reached."""
+    settings = make_settings()
+    calls: list[int] = []
+
+    async def main():
+        core = await core_for(settings)
+        real = core.batcher._run
+
+        def counting(x, h0, lens, want_seq):
+            calls.append(x.shape[1])
+            return real(x, h0, lens, want_seq)
+
+        core.batcher._run = counting
+        x = np.array([1.0, 2.0, 3.0], np.float32)[:, None]
+        futures = [core.batcher.submit(x, core.zero_state(), steps=n) for n in (0, 1, 3)]
+        results = await asyncio.gather(*futures)
+        await core.stop()
+        return results
+
+    results = run(main())
+    assert calls == [3, 2, 1, 1]  # history of 3 rows, then 2, 1, 1 rolling rows
+    assert results[0].rollout is None
+    assert [r.rollout.shape for r in results[1:]] == [(2, 1), (4, 1)]
+    # the same row with a shorter horizon is a prefix of the longer one
+    assert np.max(np.abs(results[1].rollout - results[2].rollout[:2])) <= 1e-6
 
 
 def test_admission_refuses_at_once_over_the_row_limit(make_settings):
