@@ -51,6 +51,7 @@ class InferenceCore:
             runtime.run, settings.max_batch_rows, settings.max_wait_us / 1e6, observer
         )
         self.inflight_rows = 0
+        self._offsets: dict[tuple, dict[float, np.ndarray]] = {}
 
     async def start(self) -> None:
         self.batcher.start()
@@ -160,7 +161,17 @@ class InferenceCore:
     # ---- quantiles -----------------------------------------------------------------------------
     def quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
         """Scaled-space offsets per level and step: calibrated levels, interpolated between them
-        (0.5 sits at the point forecast), and the last calibrated step reused beyond the table."""
+        (0.5 sits at the point forecast), and the last calibrated step reused beyond the table.
+        Cached per (levels, horizon): clients repeat the same few (the arrays are read-only)."""
+        key = (tuple(levels), horizon)
+        cached = self._offsets.get(key)
+        if cached is None:
+            if len(self._offsets) >= 1024:  # bounded: arbitrary levels cannot grow it forever
+                self._offsets.clear()
+            cached = self._offsets[key] = self._quantile_offsets(levels, horizon)
+        return cached
+
+    def _quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
         known = sorted(zip(self.meta.quantile_levels, self.meta.quantile_offsets, strict=True))
         if 0.5 not in self.meta.quantile_levels and known:
             known.append((0.5, (0.0,)))
