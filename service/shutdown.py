@@ -74,11 +74,16 @@ class GracefulServer(uvicorn.Server):
             log.warning("%s during shutdown: cutting the remaining work now", name)
             self.force_exit = self.should_exit = True
             return
-        self.signalled_at = time.monotonic()
-        self.deadline = self.signalled_at + self.grace_s
         log.info("%s received: shutting down within %.1f s", name, self.grace_s)
         _start_watchdog(self.grace_s + HARD_STOP_MARGIN_S)
+        self.start_drain()
+
+    def start_drain(self) -> asyncio.Task:
+        """Start the clock of the grace period and the steps below (on the running loop)."""
+        self.signalled_at = time.monotonic()
+        self.deadline = self.signalled_at + self.grace_s
         self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+        return self._drain_task
 
     def remaining(self) -> float:
         return max(0.0, (self.deadline or time.monotonic()) - time.monotonic())

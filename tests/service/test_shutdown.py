@@ -16,9 +16,13 @@ import time
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from service_helpers import ServerProcess
+from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from service.shutdown import GracefulServer
 
 BOUND_S = 60.0  # every scenario is cut off here: a hang fails, it does not block the suite
 N_REQUESTS, SERIES_PER_REQUEST, HORIZON = 32, 4, 256
@@ -261,3 +265,36 @@ def test_arrivals_while_draining_are_turned_away(serve_process):
     assert slow.status_code == 200 and len(slow.json()["forecasts"][0]["mean"]) == 300
     assert wait_exit(server, 20) == 0
     assert refused(server.port)
+
+
+def test_drain_order_not_ready_then_streams_then_uvicorn(client):
+    """In process, the steps in order: readiness is false before the streams are closed, and
+    uvicorn is told to stop (and given what is left of the grace period) only after them."""
+    app = client.app
+    server = GracefulServer(uvicorn.Config(app), app, grace_s=3.0)
+    seen_during_close = []
+    close_all = app.state.streams.close_all
+
+    async def spy(code: int = 1001, reason: str = "server shutting down") -> None:
+        seen_during_close.append((app.state.ready, server.should_exit, code))
+        await close_all(code, reason)
+
+    app.state.streams.close_all = spy
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start", "history": [1.0, 2.0, 3.0, 2.0]})
+        assert ws.receive_json()["type"] == "ready"
+
+        async def drain() -> None:  # as on_signal, without the process-wide watchdog
+            await server.start_drain()
+
+        client.portal.call(drain)
+        messages = []
+        with pytest.raises(WebSocketDisconnect) as e:
+            for _ in range(10):
+                messages.append(ws.receive_json())
+    assert e.value.code == 1001
+    assert [(m["type"], m["step"]) for m in messages] == [("state", 4)]
+    assert seen_during_close == [(False, False, 1001)]
+    assert client.get("/readyz").status_code == 503
+    assert server.should_exit and not server.force_exit
+    assert 0 < server.config.timeout_graceful_shutdown <= 3.0
