@@ -220,6 +220,9 @@ def test_work_past_the_grace_period_is_cut_and_exit_is_0(serve_process):
     assert exited_after < grace + 5  # bounded: cut at the grace period, not after 30 s
     # The cut request got no 200: the connection closed (or a 5xx) instead of a forecast.
     assert isinstance(slow_result, httpx.HTTPError) or slow_result.status_code >= 500
+    log = server.log()
+    assert "timeout graceful shutdown exceeded" in log  # uvicorn cut it at the grace period
+    assert "exiting now" not in log  # not the last-resort watchdog
     assert code == 1001 and seen[-1]["type"] == "state"
     assert refused(server.port)
 
