@@ -33,33 +33,52 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
+    from model.settings import TrainSettings  # torch-free: the defaults live in one place
+
+    d = TrainSettings()
     p = _one_line_errors(
         sub.add_parser(
-            "train", help="train the GRU forecaster and write a checkpoint", description=__doc__
+            "train",
+            help="train the GRU forecaster and write a checkpoint",
+            description="Train the global GRU forecaster (default: on the bundled statsmodels "
+            "series) and write a self-describing checkpoint.",
         )
     )
     _data_flags(p)
-    p.add_argument("--variant", default="cho2014", help="cho2014 (default) | cudnn")
-    p.add_argument("--hidden-size", type=int, default=48)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--dropout", type=float, default=0.0, help="between layers (needs --layers > 1)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps-per-epoch", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--variant", default=d.variant, help="cho2014 (default) | cudnn")
+    p.add_argument("--hidden-size", type=int, default=d.hidden_size, help="default %(default)s")
+    p.add_argument("--layers", type=int, default=d.num_layers, help="default %(default)s")
     p.add_argument(
-        "--patience", type=int, default=6, help="epochs without validation gain before stopping"
+        "--dropout", type=float, default=d.dropout, help="between layers (needs --layers > 1)"
     )
-    p.add_argument("--horizon", type=int, default=12)
-    p.add_argument("--min-context", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=d.steps_per_epoch, help="default %(default)s"
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
+    p.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="epochs without validation gain (default %(default)s)",
+    )
+    p.add_argument(
+        "--horizon", type=int, default=d.horizon, help="forecast steps (default %(default)s)"
+    )
+    p.add_argument(
+        "--min-context", type=int, default=d.min_context, help="shortest training history"
+    )
     p.add_argument(
         "--context-length",
         type=int,
-        default=104,
-        help="longest training context, recommended to clients",
+        default=d.context_length,
+        help="longest training history, recommended to clients (default %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=4.5, help="stop training after this long")
+    p.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
+    p.add_argument(
+        "--max-minutes", type=float, default=d.max_minutes, help="stop training after this long"
+    )
     p.add_argument(
         "--out", default=DEFAULT_CHECKPOINT, help=f"checkpoint path (default {DEFAULT_CHECKPOINT})"
     )

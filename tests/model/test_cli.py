@@ -172,3 +172,11 @@ def test_train_csv_end_to_end_then_evaluate(capsys, tmp_path, csv_file):
     assert row["origins"] == 7 and set(row["mase"]) == {"gru", "naive", "seasonal_naive", "ets"}
     assert row["mase"]["seasonal_naive"] < row["mase"]["naive"]  # a seasonal series
     assert "| sales | yes |" in (report_dir / "evaluation.md").read_text()
+
+
+def test_cli_parser_does_not_import_torch():
+    code = "import sys; from service.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip() == "False", proc.stderr
