@@ -1,4 +1,7 @@
-"""FastAPI dependencies as Annotated aliases, so routes read `core: CoreDep`."""
+"""FastAPI dependencies as Annotated aliases, so routes read `core: CoreDep`.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool,
+a thread hop per request for what is an attribute lookup."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ from service.errors import NotReady
 from service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_core(request: Request) -> InferenceCore:
+async def get_core(request: Request) -> InferenceCore:
     """The core, once the model is warmed up; 503 before (and while shutting down)."""
     state = request.app.state
     if not state.ready:
