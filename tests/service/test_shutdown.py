@@ -27,7 +27,7 @@ from service.shutdown import GracefulServer
 BOUND_S = 60.0  # every scenario is cut off here: a hang fails, it does not block the suite
 N_REQUESTS, SERIES_PER_REQUEST, HORIZON = 32, 4, 256
 N_STREAMS, HIST = 6, 12
-WAIT_US = 1_000_000  # the batch wait of the servers that get signalled
+WAIT_US = 2_000_000  # the batch wait of the servers that get signalled
 
 
 def run(coro):
