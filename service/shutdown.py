@@ -102,7 +102,9 @@ class GracefulServer(uvicorn.Server):
                 log.warning("stream sessions not all closed within the grace period")
         # 3. uvicorn: close the listener, finish in-flight requests within what is left of the
         #    grace period (then cancel them), run the lifespan shutdown (stops the batcher).
-        self.config.timeout_graceful_shutdown = max(0.0, self.remaining() - _UVICORN_TICK_S)
+        left = max(0.0, self.remaining() - _UVICORN_TICK_S)
+        # Typed int, but uvicorn only hands it to asyncio.wait_for: a float is what we mean.
+        self.config.timeout_graceful_shutdown = left  # type: ignore[assignment]
         self.should_exit = True
 
 
