@@ -51,6 +51,11 @@ class Server:
                 out[key] = int(line.split()[1]) * 1024 / 1e6
         return out
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

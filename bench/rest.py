@@ -39,7 +39,9 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
     rows = []
     for clients in levels:
         before = batch_counters(server) if batches else None
+        cpu0 = server.cpu_s()
         r = run_load(server.port, PATH, body, clients, seconds)
+        cpu = server.cpu_s() - cpu0  # warm-up included: divided by every request answered
         mean_batch = None
         if batches:
             after = batch_counters(server)
@@ -51,6 +53,7 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
                 "rps": round(r.rps, 1),
                 "p50_ms": round(r.pct_ms(50), 2),
                 "p99_ms": round(r.pct_ms(99), 2),
+                "server_cpu_ms_per_req": round(1000 * cpu / max(1, sum(r.statuses.values())), 3),
                 "ok": r.ok,
                 "errors": r.errors,
                 "statuses": {str(k): v for k, v in r.statuses.items()},
@@ -129,10 +132,10 @@ def markdown(res: dict, levels, ratios) -> str:
             if name == "naive":
                 mb = 1.0  # one onnxruntime run per step per request, by construction
             rows.append([name, r["clients"], r["rps"], r["p50_ms"], r["p99_ms"],
-                         "-" if mb is None else mb, r["errors"]])  # fmt: skip
-    perf = table(
-        ["app", "clients", "req/s", "p50 ms", "p99 ms", "mean batch rows", "non-200"], rows
-    )
+                         "-" if mb is None else mb, r["server_cpu_ms_per_req"], r["errors"]])  # fmt: skip
+    header = ["app", "clients", "req/s", "p50 ms", "p99 ms", "mean batch rows",
+              "server CPU ms/req", "non-200"]  # fmt: skip
+    perf = table(header, rows)
     rat = table(
         ["clients", "service/floor req/s", "service/naive req/s", "service p99 / floor p99"],
         [[c, ratios[c]["vs_floor_rps"], ratios[c]["vs_naive_rps"], ratios[c]["p99_vs_floor"]]
