@@ -431,7 +431,8 @@ class Connection:
                         return
                 finally:
                     self._running = False
-        except _Gone:
+        except _Gone as e:
+            log.info("stream session %s: client gone (%r)", self.session.id, e.__cause__)
             return
         except asyncio.CancelledError:
             raise

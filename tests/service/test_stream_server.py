@@ -14,6 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.stream import WsClient, client_frame
+
 BOUND_S = 60.0  # every scenario is cut off here (a hang fails, it does not block the suite)
 
 
@@ -174,3 +176,36 @@ def test_real_server_limits(serve_process):
     assert full[0] == 1013
     assert [o["step"] for o in outs] == list(range(300))
     assert big[0] == 1009
+
+
+def metric(server, name: str) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=5).text
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
+def test_client_that_never_reads_is_dropped_and_others_continue(serve_process):
+    server = serve_process(session_idle_timeout_s=1.0, max_queued_steps=64)
+
+    async def scenario():
+        # A raw client that never reads: its socket buffers fill, then the server's sends block.
+        stuck = await WsClient.connect(server.port, "/v1/stream")
+        opts = {"return_hidden": True, "token": True}  # ~600 bytes per output
+        stuck.writer.write(client_frame(json.dumps({"type": "start", "options": opts}).encode()))
+        step = client_frame(json.dumps({"type": "step", "x": [0.5] * 256}).encode())
+        for _ in range(400):  # 100k steps, ~60 MB of outputs: far beyond the socket buffers
+            stuck.writer.write(step)
+        for _ in range(300):  # the watchdog drops it one idle period after its sends stall
+            if metric(server, "gru_stream_sessions_active") == 0:
+                break
+            await asyncio.sleep(0.1)
+        active = metric(server, "gru_stream_sessions_active")
+        stuck.writer.transport.abort()
+        async with connect(server.ws_url + "/v1/stream") as ok:
+            await start(ok)
+            outs = await steps(ok, [1.0, 2.0])
+        return active, outs
+
+    active, outs = run(scenario())
+    assert active == 0
+    assert [o["step"] for o in outs] == [0, 1]
+    assert "stopped reading" in server.log()
