@@ -226,23 +226,27 @@ def run(args) -> tuple[dict, str]:
     levels = [int(x) for x in str(args.stream_levels).split(",")]
     model, model_desc = procs.artifact()
     results: dict = {"model": model_desc, "seconds": args.seconds, "levels": levels, "goals": {}}
+    # Both servers up at once, measured level by level in turn (floor, then service), so a
+    # change in the machine's load hits both sides of a ratio alike.
     port = procs.free_port()
     floor = procs.start(
         "ws-echo", [sys.executable, "-m", "bench.stream", "echo", "--port", str(port)], port, "/"
     )
+    service = None
     try:
-        results["floor"] = measure(floor, levels, args.seconds, False)
+        port = procs.free_port()
+        cmd = procs.serve_cmd(
+            model, port, access_log="false", log_level="warning", max_sessions=max(levels) + 64
+        )
+        service = procs.start("service", cmd, port, "/readyz")
+        results["floor"], results["service"] = [], []
+        for level in levels:
+            results["floor"] += measure(floor, [level], args.seconds, False)
+            results["service"] += measure(service, [level], args.seconds, True)
     finally:
         floor.stop()
-    port = procs.free_port()
-    cmd = procs.serve_cmd(
-        model, port, access_log="false", log_level="warning", max_sessions=max(levels) + 64
-    )
-    service = procs.start("service", cmd, port, "/readyz")
-    try:
-        results["service"] = measure(service, levels, args.seconds, True)
-    finally:
-        service.stop()
+        if service is not None:
+            service.stop()
     rows = []
     for f, s in zip(results["floor"], results["service"], strict=True):
         ratio = s["steps_per_s"] / f["steps_per_s"] if f["steps_per_s"] else None
