@@ -76,7 +76,10 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self._observer = observer
         self._queue: deque[_Job] = deque()
-        self._wakeup = asyncio.Event()
+        # While the loop waits: resolved by the first row (queue empty) or, when gathering
+        # stragglers, only once the batch is full (or by the max_wait timer). No wake-up per row.
+        self._waiter: asyncio.Future | None = None
+        self._until_full = False
         self._task: asyncio.Task | None = None
         # One worker thread: runs never overlap, so the event loop keeps the other core.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort-run")
@@ -116,8 +119,22 @@ class Batcher:
             fut.set_exception(BatcherStopped("the server is shutting down"))
             return fut
         self._queue.append(_Job(x, h, want_seq, fut, steps))
-        self._wakeup.set()
+        w = self._waiter
+        if w is not None and (not self._until_full or len(self._queue) >= self.max_rows):
+            _resolve(w)
         return fut
+
+    async def _wait(self, until_full: bool, timeout: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        w = self._waiter = loop.create_future()
+        self._until_full = until_full
+        timer = loop.call_later(timeout, _resolve, w) if timeout is not None else None
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def _fail_pending(self, exc: Exception) -> None:
         while self._queue:
@@ -129,19 +146,11 @@ class Batcher:
         try:
             while True:
                 if not self._queue:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    await self._wait(until_full=False)
                 # Give stragglers a moment, but only up to max_wait after the first arrival.
-                deadline = self._queue[0].queued_at + self.max_wait_s
-                while (
-                    len(self._queue) < self.max_rows
-                    and (left := deadline - time.perf_counter()) > 0
-                ):
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), left)
-                    except TimeoutError:
-                        break
+                left = self._queue[0].queued_at + self.max_wait_s - time.perf_counter()
+                if len(self._queue) < self.max_rows and left > 0:
+                    await self._wait(until_full=True, timeout=left)
                 jobs = [self._queue.popleft() for _ in range(min(self.max_rows, len(self._queue)))]
                 jobs = [j for j in jobs if not j.future.done()]  # caller gave up (cancelled)
                 if jobs:
@@ -208,9 +217,10 @@ class Batcher:
         rows leave the batch once their own number of steps is done."""
         y_last = np.stack([r.y[-1] for r in results])  # (B, O)
         h = np.stack([r.h for r in results], axis=1)  # (L, B, H)
-        paths = [[r.y[-1]] for r in results]
-        active = np.arange(len(jobs))
         steps = np.array([j.steps for j in jobs])
+        paths = np.empty((int(steps.max()) + 1, *y_last.shape), np.float32)  # (1 + S, B, O)
+        paths[0] = y_last
+        active = np.arange(len(jobs))
         for k in range(int(steps.max())):
             keep = steps[active] > k
             if not keep.all():
@@ -222,10 +232,14 @@ class Batcher:
                 False,
             )
             y_last = y[0]  # (B, O)
-            for b, i in enumerate(active):
-                paths[i].append(y_last[b])
-        for r, p in zip(results, paths, strict=True):
-            r.rollout = np.stack(p)  # (1 + steps, O)
+            paths[k + 1, active] = y_last
+        for b, (r, n) in enumerate(zip(results, steps, strict=True)):
+            r.rollout = paths[: n + 1, b].copy()  # (1 + steps, O)
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _length_groups(order: list[int], lengths: list[int]) -> list[list[int]]:
