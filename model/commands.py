@@ -57,6 +57,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
     p.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
+    p.add_argument("--cosine-lr", action="store_true", help="decay the learning rate (cosine)")
     p.add_argument(
         "--patience",
         type=int,
@@ -153,6 +154,7 @@ def _settings(args):
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
         lr=args.lr,
+        cosine=args.cosine_lr,
         patience=args.patience,
         horizon=args.horizon,
         min_context=args.min_context,

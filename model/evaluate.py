@@ -179,6 +179,7 @@ def plot(backtests, report: dict, info: dict, path: Path, names: tuple[str, ...]
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=90)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -191,6 +192,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

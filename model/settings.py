@@ -15,6 +15,8 @@ class TrainSettings:
     steps_per_epoch: int = 50
     batch_size: int = 64
     lr: float = 3e-3
+    cosine: bool = False  # cosine learning-rate decay over all epochs
+    lr_floor: float = 0.05  # the decay's last rate, as a fraction of lr
     patience: int = 8
     horizon: int = 12
     min_context: int = 24
