@@ -180,12 +180,14 @@ class StreamSession:
         for t in range(T):
             if not wanted[t]:
                 continue
-            h_t = None
-            if per_step_state or t == T - 1:
-                h_t = r.h if t == T - 1 else r.h_seq[t]  # type: ignore[index]
+            h_t: np.ndarray | None = None
+            if t == T - 1:
+                h_t = r.h
+            elif per_step_state and r.h_seq is not None:
+                h_t = r.h_seq[t]
             y_scaled = r.y[t]
             token = None
-            if opts.token_each_output:
+            if opts.token_each_output and h_t is not None:
                 token = self.codec.encode(self._token_state(h_t, first + t + 1, y_scaled))
             outs.append(
                 StepOutput(
