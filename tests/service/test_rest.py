@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import Reference, make_artifact, wait_ready
+from service_helpers import ROOT, Reference, make_artifact, wait_ready
 
 from service.app import create_app
 from service.runtime import Runtime
@@ -343,3 +343,29 @@ def test_openapi_is_complete_with_examples(client):
     assert client.post("/v1/forecast", json=example).status_code == 200
     example = schemas["HiddenRequest"]["examples"][0]
     assert client.post("/v1/hidden", json=example).status_code == 200
+
+
+# ---- the bundled trained artifact ----------------------------------------------------------------
+BUNDLED = ROOT / "artifacts" / "gru.onnx"
+
+
+@pytest.mark.skipif(not BUNDLED.is_file(), reason="artifacts/gru.onnx not built yet")
+def test_bundled_artifact_serves_sane_forecasts(make_client):
+    client = make_client(model_path=BUNDLED)
+    (m,) = client.get("/v1/models").json()["models"]
+    assert m["provider"] == "CPUExecutionProvider"
+    assert m["input_size"] == m["output_size"]
+    levels = sorted(q for q in m["quantile_levels"] if q != 0.5)
+    series = [112, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118, 115, 126, 141, 135]
+    r = client.post("/v1/forecast", json={"series": [series], "horizon": 6, "quantiles": levels})
+    assert r.status_code == 200, r.text
+    out = r.json()["forecasts"][0]
+    mean = np.array(out["mean"])
+    assert mean.shape == (6,) and np.isfinite(mean).all()
+    # a trained model stays within a few ranges of the history, not at random-weight values
+    lo, hi, spread = min(series), max(series), max(series) - min(series)
+    assert (mean > lo - 2 * spread).all() and (mean < hi + 2 * spread).all()
+    qs = [np.array(out["quantiles"][f"{q:g}"]) for q in levels]
+    for a, b in zip(qs, qs[1:], strict=False):
+        assert (a <= b + 1e-6).all()  # ordered by level at every step
+    assert (qs[0] <= mean + 1e-6).all() and (mean <= qs[-1] + 1e-6).all()
