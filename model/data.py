@@ -179,13 +179,19 @@ def load_csv(
     freq = ""
     s = pd.Series(values.to_numpy(float))
     if time_column is not None:
-        times = pd.to_datetime(df[time_column], errors="coerce")
+        raw_times = df[time_column]
+        if pd.api.types.is_numeric_dtype(raw_times):
+            # Numbers (years, step counts) only order the rows: pandas would read them as
+            # nanoseconds since 1970, so no calendar grid is inferred from them.
+            times = raw_times
+        else:
+            times = pd.to_datetime(raw_times, errors="coerce")
         if times.isna().any():
             raise DataError(f"time column {time_column!r} has values that are not dates")
         if times.duplicated().any():
             raise DataError(f"time column {time_column!r} has duplicate timestamps")
-        s = pd.Series(values.to_numpy(float), index=pd.DatetimeIndex(times)).sort_index()
-        inferred = _infer_freq(s.index)
+        s = pd.Series(values.to_numpy(float), index=pd.Index(times)).sort_index()
+        inferred = _infer_freq(s.index) if isinstance(s.index, pd.DatetimeIndex) else None
         if inferred:
             # Absent rows are missing observations: put them back on the grid as NaN to fill.
             grid = pd.date_range(s.index[0], s.index[-1], freq=inferred)
@@ -193,7 +199,7 @@ def load_csv(
                 s = s.reindex(grid)
                 freq = inferred
     filled, missing = _fill(s)
-    start = str(s.index[0].date()) if isinstance(s.index, pd.DatetimeIndex) else "0"
+    start = str(s.index[0].date()) if isinstance(s.index, pd.DatetimeIndex) else str(s.index[0])
     return Series(
         column, filled, period or _period_for(freq), f"csv:{path.name}", missing, True, start, freq
     )

@@ -74,6 +74,8 @@ def _fails(capsys, argv: list[str], needle: str) -> str:
         (["--column", "sales", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
         (["--column", "sales", "--time-column", "when"], "column 'when' not in"),
         (["--csv", "x.csv"], "--csv needs --column"),
+        (["--column", "sales", "--time-column", "sales"], "has values that are not dates"),
+        (["--column", "sales", "--lr", "nan"], "--lr must be > 0"),
     ],
 )
 def test_train_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -180,3 +182,24 @@ def test_cli_parser_does_not_import_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_train_cudnn_variant_from_csv(tmp_path, csv_file):
+    out = tmp_path / "cudnn.pt"
+    argv = [
+        "train",
+        "--csv",
+        str(csv_file),
+        "--column",
+        "sales",
+        "--out",
+        str(out),
+        "--variant",
+        "cudnn",
+    ]
+    assert main(argv + TINY + ["--horizon", "4", "--layers", "2", "--dropout", "0.1"]) == 0
+    model, info = load_checkpoint(out)
+    assert model.config.variant == "cudnn" and model.config.num_layers == 2
+    assert model.config.dropout == 0.1 and info["train"]["variant"] == "cudnn"
+    # without a time column the rows are taken in file order; the NaN cell is still filled
+    assert info["data"]["series"][0]["missing_filled"] == 1

@@ -79,3 +79,11 @@ def test_csv_errors(tmp_path):
         load_csv(path, "a")
     with pytest.raises(DataError, match="non-numeric"):
         load_csv(path, "b")
+
+
+def test_csv_numeric_time_column_orders_rows(tmp_path):
+    path = tmp_path / "years.csv"
+    pd.DataFrame({"year": [2003, 2001, 2002], "v": [3.0, 1.0, np.nan]}).to_csv(path, index=False)
+    s = load_csv(path, "v", "year")
+    np.testing.assert_allclose(s.values, [1.0, 2.0, 3.0])  # sorted by year, the gap interpolated
+    assert s.missing_filled == 1 and s.freq == "" and s.period == 1
