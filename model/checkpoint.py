@@ -33,6 +33,7 @@ def save_checkpoint(path: str | Path, model: GRUForecaster, info: dict) -> Path:
         "info": info,
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the checkpoint from other users (containers)
     os.close(fd)
     try:
         torch.save(blob, tmp)

@@ -41,4 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m service.cli`, this file is `__main__`, whose CliError is not the class
+    # the commands import; go through the package module so one class is caught.
+    from service.cli import main as package_main
+
+    sys.exit(package_main())
