@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             yield
         finally:
+            app.state.draining = True
             app.state.ready = False
             warm.cancel()
             await app.state.streams.close_all()  # each stream gets its resume token, then 1001
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.settings = settings
     app.state.ready = False
+    app.state.draining = False
     app.state.runtime = runtime
     app.state.metrics = Metrics()  # per app: tests build many apps in one process
     _install_error_handlers(app)
@@ -103,6 +105,8 @@ def _install_operations(app: FastAPI, settings: Settings) -> None:
 
 async def _warm_up(app: FastAPI, rt: Runtime) -> None:
     seconds = await asyncio.to_thread(rt.warmup)
+    if app.state.draining:  # a shutdown began during warm-up: stay not ready
+        return
     app.state.ready = True
     log.info("warm-up done in %.0f ms; ready", seconds * 1000)
 

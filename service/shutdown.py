@@ -92,6 +92,7 @@ class GracefulServer(uvicorn.Server):
     async def drain(self) -> None:
         state = self.app.state
         # 1. Not ready: load balancers stop sending; new requests and streams are refused.
+        state.draining = True  # a warm-up still running must not turn readiness back on
         state.ready = False
         # 2. Streams first, while their connections are ours (uvicorn would send 1012).
         streams = getattr(state, "streams", None)
