@@ -147,6 +147,7 @@ async def _session_window(port, start_frame, step_frames, box, lat, ready, sessi
             if t0 >= box["m"] and t1 <= box["s"]:
                 lat.append(t1 - t0)
             i += 1
+            box["all"] += 1
     finally:
         await ws.close()
 
@@ -162,6 +163,7 @@ async def _load(port, sessions, with_start, warmup_s, seconds) -> np.ndarray:
         for i in range(16)
     ]
     box = {"warmup": warmup_s, "seconds": seconds, "event": asyncio.Event(), "m": 0.0, "s": 0.0}
+    box["all"] = 0
     lat: list[float] = []
     ready: list[int] = []
     await asyncio.gather(
@@ -170,7 +172,7 @@ async def _load(port, sessions, with_start, warmup_s, seconds) -> np.ndarray:
             for _ in range(sessions)
         )
     )
-    return np.array(lat)
+    return np.array(lat), box["all"]
 
 
 def run_load(port: int, sessions: int, with_start: bool, seconds: float, warmup_s=0.5):
@@ -198,7 +200,9 @@ def measure(server: procs.Server, levels, seconds: float, is_service: bool) -> l
     rows = []
     for sessions in levels:
         before = batch_counters(server) if is_service else None
-        lat = run_load(server.port, sessions, is_service, seconds)
+        cpu0 = server.cpu_s()
+        lat, answered = run_load(server.port, sessions, is_service, seconds)
+        cpu = server.cpu_s() - cpu0  # connects and warm-up included: divided by every step
         mean_rows = None
         if is_service:
             after = batch_counters(server)
@@ -211,6 +215,7 @@ def measure(server: procs.Server, levels, seconds: float, is_service: bool) -> l
                 "p50_ms": _pct_ms(lat, 50),
                 "p99_ms": _pct_ms(lat, 99),
                 "steps": len(lat),
+                "server_cpu_us_per_step": round(1e6 * cpu / max(1, answered), 1),
                 "mean_rows_per_run": round(mean_rows, 2) if mean_rows is not None else None,
             }
         )
@@ -265,6 +270,8 @@ def run(args) -> tuple[dict, str]:
                 s["p99_ms"],
                 s["p99_vs_floor"],
                 s["mean_rows_per_run"],
+                f["server_cpu_us_per_step"],
+                s["server_cpu_us_per_step"],
             ]
         )
     top = results["service"][-1]
@@ -284,7 +291,9 @@ def run(args) -> tuple[dict, str]:
         f"WS {PATH}, closed loop (each session sends its next step when the previous output "
         f"arrived), {args.seconds:g} s measured per level after 0.5 s warm-up; model: {model_desc}. "
         "Floor: bare uvicorn websocket echo (same-sized answer). Client: a lean raw-socket "
-        "websocket client in one process on the same cores.",
+        "websocket client in one process on the same cores. Server CPU per step (utime+stime "
+        "of the server process, connects and warm-up included) is the figure least moved by "
+        "other load on the machine.",
         "",
         table(
             [
@@ -298,6 +307,8 @@ def run(args) -> tuple[dict, str]:
                 "service p99 ms",
                 "p99 service/floor",
                 "mean rows per run",
+                "floor server CPU us/step",
+                "service server CPU us/step",
             ],
             rows,
         ),
