@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic_core import to_json
 
-from service.core import SeriesState
+from service.core import Forecast, SeriesState
 from service.deps import CoreDep
 from service.errors import InvalidInput
 from service.schemas import (
@@ -12,7 +15,6 @@ from service.schemas import (
     ForecastRequest,
     ForecastResponse,
     ForecastState,
-    SeriesForecast,
 )
 from service.translate import quantile_key, series_out, to_array
 
@@ -24,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["forecast"])
     response_model=ForecastResponse,
     responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
-async def create_forecast(req: ForecastRequest, core: CoreDep) -> ForecastResponse:
+async def create_forecast(req: ForecastRequest, core: CoreDep) -> Response:
     """Forecast `horizon` steps after each series, with optional quantiles and states."""
     s = core.settings
     if len(req.series) > s.max_items:
@@ -46,22 +48,31 @@ async def create_forecast(req: ForecastRequest, core: CoreDep) -> ForecastRespon
         for i, st in enumerate(req.state or [None] * len(series))
     ]
     results = await core.forecast(series, horizon, levels, states)
-    return ForecastResponse(
-        model=core.meta.name,
-        version=core.meta.version,
-        forecasts=[
-            SeriesForecast(
-                mean=series_out(r.mean),
-                quantiles={quantile_key(q): series_out(v) for q, v in r.quantiles.items()},
-                state=ForecastState(
-                    h=r.state.h.tolist(), loc=r.state.loc.tolist(), scale=r.state.scale.tolist()
-                )
-                if req.return_state
-                else None,
-            )
-            for r in results
-        ],
-    )
+    # Serialised here, to the bytes FastAPI's response_model path writes (pydantic's JSON
+    # encoder, same field order, `state: null` included): that path validates the response
+    # model twice (construction, then FastAPI) on numbers the core made. The model stays in
+    # the decorator for the OpenAPI schema.
+    forecasts = [_forecast_out(r, req.return_state) for r in results]
+    body = {"model": core.meta.name, "version": core.meta.version, "forecasts": forecasts}
+    return Response(to_json(body), media_type="application/json")
+
+
+def _forecast_out(r: Forecast, with_state: bool) -> dict:
+    # ForecastResponse rejects NaN and infinity (a user's state can scale values past
+    # float32): that was a 500 and stays one.
+    if not np.isfinite(r.mean).all() or not all(np.isfinite(v).all() for v in r.quantiles.values()):
+        raise ValueError("the forecast has non-finite values")
+    return {
+        "mean": series_out(r.mean),
+        "quantiles": {quantile_key(q): series_out(v) for q, v in r.quantiles.items()},
+        "state": {
+            "h": r.state.h.tolist(),
+            "loc": r.state.loc.tolist(),
+            "scale": r.state.scale.tolist(),
+        }
+        if with_state
+        else None,
+    }
 
 
 def parse_state(core, st: ForecastState | None, field: str) -> SeriesState | None:
