@@ -146,6 +146,12 @@ class InferenceCore:
 
     def check_quantiles(self, levels: Sequence[float], field: str = "quantiles") -> list[float]:
         known = self.meta.quantile_levels
+        if len(levels) > self.settings.max_quantiles:
+            # each level is a full horizon x features array in the answer: bound the work
+            raise InvalidInput(
+                f"{len(levels)} quantile levels exceed the limit of {self.settings.max_quantiles}",
+                field,
+            )
         if levels and not known:
             raise InvalidInput("this model has no calibrated quantiles", field)
         lo, hi = (min(known), max(known)) if known else (0.5, 0.5)

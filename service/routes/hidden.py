@@ -24,6 +24,17 @@ async def create_hidden(req: HiddenRequest, core: CoreDep) -> HiddenResponse:
         xs.append(core.check_sequence(to_array(item.x, f"inputs.{i}.x"), f"inputs.{i}.x"))
         h = core.zero_state() if item.h is None else to_array(item.h, f"inputs.{i}.h")
         hs.append(core.check_state(h, f"inputs.{i}.h"))
+    if req.return_sequence:
+        # The answer holds T x (L x H + O) numbers per item: bound it before any work is done.
+        m = core.meta
+        values = sum(x.shape[0] for x in xs) * (m.num_layers * m.hidden_size + m.output_size)
+        limit = core.settings.max_hidden_sequence_values
+        if values > limit:
+            raise InvalidInput(
+                f"return_sequence would return {values} numbers, over the limit of {limit}; "
+                "send fewer or shorter items",
+                "return_sequence",
+            )
     results = await core.hidden(xs, hs, req.return_sequence)
     return HiddenResponse(
         model=core.meta.name,

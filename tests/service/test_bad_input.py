@@ -490,3 +490,48 @@ def test_bad_input_over_real_http_leaves_server_unharmed(serve_process):
         after = c.post("/v1/forecast", json=GOOD)
         assert after.status_code == 200
         assert after.json() == good.json()
+
+
+# ---- work bounds: quantile levels and hidden sequences ------------------------------------------
+def test_too_many_quantile_levels_is_422_on_every_door(make_client):
+    c = make_client(max_quantiles=3)
+    many = [0.1, 0.2, 0.3, 0.4]
+    r = c.post("/v1/forecast", json={"series": [[1.0, 2.0]], "horizon": 2, "quantiles": many})
+    err = assert_error_shape(r, 422, "invalid_input", "quantiles")
+    assert "4 quantile levels" in err["message"] and "limit of 3" in err["message"]
+    r = c.post(TS, json=ts([1.0, 2.0], quantiles=many))
+    assert_error_shape(r, 422, "invalid_input", "options.quantiles")
+    ok = c.post("/v1/forecast", json={"series": [[1.0, 2.0]], "horizon": 2, "quantiles": many[:3]})
+    assert ok.status_code == 200 and len(ok.json()["forecasts"][0]["quantiles"]) == 3
+    with c.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start", "history": [1.0, 2.0], "options": {"quantiles": many}})
+        err = ws.receive_json()
+        assert (err["type"], err["code"], err["field"]) == (
+            "error",
+            "invalid_input",
+            "options.quantiles",
+        )
+        ws.send_json({"type": "start", "history": [1.0, 2.0]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_json({"type": "forecast", "horizon": 2, "quantiles": many})
+        err = ws.receive_json()
+        assert (err["type"], err["field"]) == ("error", "quantiles"), err
+        assert "limit of 3" in err["message"]
+
+
+def test_default_quantile_limit_is_32():
+    assert Settings.model_fields["max_quantiles"].default == 32
+
+
+def test_hidden_return_sequence_over_value_limit_is_422(make_client):
+    per_step = 2 * 8 + 1  # the tiny model: L x H + O numbers per returned step
+    c = make_client(max_hidden_sequence_values=10 * per_step)
+    ten = {"inputs": [{"x": [[0.5]] * 6}, {"x": [[0.5]] * 4}], "return_sequence": True}
+    r = c.post(HID, json=ten)
+    assert r.status_code == 200 and len(r.json()["outputs"][0]["h_seq"]) == 6
+    eleven = {"inputs": [{"x": [[0.5]] * 6}, {"x": [[0.5]] * 5}], "return_sequence": True}
+    err = assert_error_shape(c.post(HID, json=eleven), 422, "invalid_input", "return_sequence")
+    assert str(11 * per_step) in err["message"] and str(10 * per_step) in err["message"]
+    # without the sequences the answer is one state per item: not limited
+    r = c.post(HID, json={**eleven, "return_sequence": False})
+    assert r.status_code == 200 and r.json()["outputs"][1]["h_seq"] is None
