@@ -37,6 +37,7 @@ export: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy service export
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench
