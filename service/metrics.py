@@ -101,7 +101,7 @@ class Metrics:
         )
         self.sessions_evicted = Counter(
             "gru_stream_sessions_evicted_total",
-            "Stream sessions ended by the server (idle timeout or capacity)",
+            "Stream sessions ended by the server (idle timeout, shutdown, 1008 errors, 1011 failure)",
             registry=r,
         )
         self.model_info = Gauge(
