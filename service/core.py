@@ -20,6 +20,41 @@ from service.errors import InvalidInput, Overloaded
 from service.runtime import Runtime
 from service.settings import Settings
 
+TOO_LARGE = "values too large to scale: the scaled values or results exceed float32's range"
+
+
+def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The artifact's scaler fitted on x (T, F); refitted in float64 when float32 sums or
+    squares overflow (finite values near 3e38); InvalidInput when loc or scale still do not
+    fit in float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        loc, scale = meta.scaler.fit(x)
+        if not (np.isfinite(loc).all() and np.isfinite(scale).all()):
+            loc, scale = meta.scaler.fit(x.astype(np.float64))
+    if not (np.isfinite(loc).all() and np.isfinite(scale).all()):
+        raise InvalidInput(TOO_LARGE, field)
+    return loc.astype(np.float32, copy=False), scale.astype(np.float32, copy=False)
+
+
+def scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
+    """(x - loc) / scale in float32; redone in float64 when x - loc overflows float32 midway."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x - loc) / scale
+        if not np.isfinite(z).all():
+            z = ((x.astype(np.float64) - loc) / scale).astype(np.float32)
+    if not np.isfinite(z).all():
+        raise InvalidInput(TOO_LARGE, field)
+    return z
+
+
+def scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
+    """y * scale + loc (model units -> data units); InvalidInput when it leaves float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = y * scale + loc
+    if not np.isfinite(v).all():
+        raise InvalidInput(TOO_LARGE, field)
+    return v
+
 
 @dataclass
 class SeriesState:
@@ -198,16 +233,19 @@ class InferenceCore:
         horizon: int,
         levels: Sequence[float] = (),
         states: Sequence[SeriesState | None] | None = None,
+        fields: Sequence[str] | None = None,
     ) -> list[Forecast]:
         """Read each (validated) series from its state (or zeros, scaled on its own history),
         then roll out `horizon` steps feeding the point forecast back. All series of the request,
-        and of every concurrent request, advance through the batcher together."""
+        and of every concurrent request, advance through the batcher together. `fields` name
+        the series in errors (default `series.<i>`)."""
         states = states or [None] * len(series)
+        fields = fields or [f"series.{i}" for i in range(len(series))]
         with self.admit(len(series)):
             scaled, h0s, scalers = [], [], []
-            for x, st in zip(series, states, strict=True):
-                loc, scale = (st.loc, st.scale) if st is not None else self.meta.scaler.fit(x)
-                scaled.append((x - loc) / scale)
+            for x, st, f in zip(series, states, fields, strict=True):
+                loc, scale = (st.loc, st.scale) if st is not None else fit_scaler(self.meta, x, f)
+                scaled.append(scale_in(x, loc, scale, f))
                 h0s.append(st.h if st is not None else self.zero_state())
                 scalers.append((loc, scale))
             # The history, then horizon - 1 steps feeding the prediction back, all inside the
@@ -217,13 +255,14 @@ class InferenceCore:
         after = [r.h for r in res]  # state after the history: what return_state gives back
         offsets = self.quantile_offsets(levels, horizon) if levels else {}
         out = []
-        for r, (loc, scale), h in zip(res, scalers, after, strict=True):
+        for r, (loc, scale), h, f in zip(res, scalers, after, fields, strict=True):
             mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
             out.append(
                 Forecast(
-                    mean=mean_scaled * scale + loc,
+                    mean=scale_out(mean_scaled, loc, scale, f),
                     quantiles={
-                        q: (mean_scaled + off[:, None]) * scale + loc for q, off in offsets.items()
+                        q: scale_out(mean_scaled + off[:, None], loc, scale, f)
+                        for q, off in offsets.items()
                     },
                     state=SeriesState(h, loc, scale),
                 )

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.core import InferenceCore
+from service.core import InferenceCore, fit_scaler, scale_in, scale_out
 from service.errors import InvalidInput, ServiceError
 from service.tokens import (
     BINARY_OUTPUT,
@@ -137,14 +137,14 @@ class StreamSession:
             if scaling is not None:
                 loc, scale = scaling
             elif history is not None:
-                loc, scale = self.core.meta.scaler.fit(history)
+                loc, scale = fit_scaler(self.core.meta, history, "history")
             else:  # no history: the model reads raw values (documented in docs/protocol.md)
                 loc = np.zeros(self.core.meta.input_size, np.float32)
                 scale = np.ones(self.core.meta.input_size, np.float32)
         levels = self.core.check_quantiles(list(opts.quantiles), "options.quantiles")
         self._offsets = {q: float(v[0]) for q, v in self.core.quantile_offsets(levels, 1).items()}
         if history is not None:  # warm-up: one row, one batched run
-            (r,) = await self.core.run_rows([(history - loc) / scale], [h])
+            (r,) = await self.core.run_rows([scale_in(history, loc, scale, "history")], [h])
             h, last_y, step = r.h, r.y[-1].copy(), step + history.shape[0]
         self.h, self.step, self.loc, self.scale, self.last_y = h, step, loc, scale, last_y
         self.options = opts
@@ -174,8 +174,15 @@ class StreamSession:
         wanted = wanted if wanted is not None else [True] * T
         opts = self.options
         per_step_state = T > 1 and (opts.return_hidden or opts.token_each_output)
-        (r,) = await self.core.run_rows([(x - self.loc) / self.scale], [self.h], per_step_state)
+        z = scale_in(x, self.loc, self.scale, "x")
+        (r,) = await self.core.run_rows([z], [self.h], per_step_state)
         first = self.step
+        # Data units for every step at once; a step whose outputs leave float32 is refused
+        # whole (422-style error, the session stays where it was).
+        ys = scale_out(r.y, self.loc, self.scale, "x")  # (T, O)
+        qs = {
+            q: scale_out(r.y + off, self.loc, self.scale, "x") for q, off in self._offsets.items()
+        }
         outs = []
         for t in range(T):
             if not wanted[t]:
@@ -192,11 +199,8 @@ class StreamSession:
             outs.append(
                 StepOutput(
                     step=first + t,
-                    y=y_scaled * self.scale + self.loc,
-                    quantiles={
-                        q: (y_scaled + off) * self.scale + self.loc
-                        for q, off in self._offsets.items()
-                    },
+                    y=ys[t],
+                    quantiles={q: v[t] for q, v in qs.items()},
                     h=h_t if opts.return_hidden else None,
                     token=token,
                 )
@@ -223,9 +227,9 @@ class StreamSession:
         offsets = self.core.quantile_offsets(levels, horizon) if levels else {}
         return ForkForecast(
             step=self.step,
-            mean=mean_scaled * self.scale + self.loc,
+            mean=scale_out(mean_scaled, self.loc, self.scale, None),
             quantiles={
-                q: (mean_scaled + off[:, None]) * self.scale + self.loc
+                q: scale_out(mean_scaled + off[:, None], self.loc, self.scale, None)
                 for q, off in offsets.items()
             },
         )

@@ -72,7 +72,8 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
                 ) from None
             start = add_steps(first, inp.frequency, x.shape[0]).isoformat()
         starts.append(start)
-    results = await core.forecast(series, horizon, levels)
+    fields = [f"inputs.{i}.series" for i in range(len(series))]
+    results = await core.forecast(series, horizon, levels, fields=fields)
     content = [
         TimeSeriesForecast(
             type=inp.type,

@@ -369,3 +369,41 @@ def test_bundled_artifact_serves_sane_forecasts(make_client):
     for a, b in zip(qs, qs[1:], strict=False):
         assert (a <= b + 1e-6).all()  # ordered by level at every step
     assert (qs[0] <= mean + 1e-6).all() and (mean <= qs[-1] + 1e-6).all()
+
+
+# ---- values near float32's limit ----------------------------------------------------------------
+def test_forecast_scales_huge_finite_values(client):
+    # float32 sums and squares of these overflow; the scaler fits them in float64
+    r = client.post(
+        "/v1/forecast", json={"series": [[1e30, -1e30]], "horizon": 2, "return_state": True}
+    )
+    assert r.status_code == 200, r.text
+    fc = r.json()["forecasts"][0]
+    assert fc["state"]["loc"] == [0.0]
+    assert fc["state"]["scale"] == pytest.approx([1e30], rel=1e-6)
+    assert all(abs(v) < 1e32 for v in fc["mean"])
+    r = client.post("/v1/forecast", json={"series": [[3e38, -3e38, 3e38, 1]], "horizon": 2})
+    assert r.status_code == 200, r.text
+    assert all(abs(v) < 3.5e38 for v in r.json()["forecasts"][0]["mean"])
+
+
+def test_forecast_past_float32_is_422_naming_the_series(client):
+    state = {"h": [[0.0] * 8] * 2, "loc": [3e38], "scale": [3e38]}
+    body = {"series": [[1.0, 2.0]], "horizon": 3, "quantiles": [0.9], "state": [state]}
+    r = client.post("/v1/forecast", json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_input" and err["field"] == "series.0"
+    assert err["message"].startswith("values too large to scale")
+    # scale 3.4e38 fits; the quantiles' offsets (+-1 scale at the first step) do not
+    body = {"series": [[3.4e38, -3.4e38]], "horizon": 2, "quantiles": [0.1, 0.9]}
+    r = client.post("/v1/forecast", json=body)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "series.0")
+    del body["quantiles"]
+    assert client.post("/v1/forecast", json=body).status_code == 200
+    ts = {
+        "inputs": [{"name": "a", "series": [3.4e38, -3.4e38], "frequency": "D"}],
+        "options": {"horizon": 2, "quantiles": [0.9]},
+    }
+    r = client.post("/v1/timeseries/forecast", json=ts)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "inputs.0.series")

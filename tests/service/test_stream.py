@@ -442,3 +442,21 @@ def test_stream_client_close_sends_final_token(client):
         ws.send_json({"type": "close"})
         seen = expect_close(ws, 1000)
     assert [(m["type"], m["step"]) for m in seen] == [("state", len(HISTORY) + 1)]
+
+
+@pytest.mark.parametrize("options", [{}, {"quantiles": [0.9]}], ids=["fast-path", "quantiles"])
+def test_stream_outputs_past_float32_are_an_error_and_session_stays_usable(client, options):
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, scaling={"loc": [3.4e38], "scale": [1e38]}, options=options)
+        ws.send_json({"type": "step", "x": 1.0})
+        err = json.loads(ws.receive_text())  # valid JSON: no bare -inf / inf
+        assert (err["type"], err["code"], err["field"]) == ("error", "invalid_input", "x")
+        assert err["message"].startswith("values too large to scale")
+        ws.send_json({"type": "state"})
+        assert ws.receive_json()["step"] == 0  # the refused step was not taken
+    with client.websocket_connect("/v1/stream") as ws:
+        # float32 squares of this history overflow: the scaler is fitted in float64
+        ready = start(ws, history=[1e30, -1e30], options=options)
+        assert ready["step"] == 2
+        (o,) = step_all(ws, [5e29])
+        assert o["type"] == "output" and abs(o["y"]) < 1e32
