@@ -70,7 +70,13 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
                 raise InvalidInput(
                     "start_timestamp is not an ISO 8601 timestamp", f"{field}.start_timestamp"
                 ) from None
-            start = add_steps(first, inp.frequency, x.shape[0]).isoformat()
+            try:
+                start = add_steps(first, inp.frequency, x.shape[0]).isoformat()
+            except (OverflowError, ValueError):  # past year 9999
+                raise InvalidInput(
+                    "start_timestamp plus the series' length is past the year 9999",
+                    f"{field}.start_timestamp",
+                ) from None
         starts.append(start)
     fields = [f"inputs.{i}.series" for i in range(len(series))]
     results = await core.forecast(series, horizon, levels, fields=fields)

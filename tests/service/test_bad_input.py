@@ -535,3 +535,27 @@ def test_hidden_return_sequence_over_value_limit_is_422(make_client):
     # without the sequences the answer is one state per item: not limited
     r = c.post(HID, json={**eleven, "return_sequence": False})
     assert r.status_code == 200 and r.json()["outputs"][1]["h_seq"] is None
+
+
+@pytest.mark.parametrize(
+    ("start", "frequency"),
+    [("9999-12-30T00:00:00", "D"), ("9998-01-01", "Y"), ("9999-12-31T23:59:59", "second")],
+)
+def test_timeseries_start_past_year_9999_is_422(limited, start, frequency):
+    client, expected = limited
+    item = {
+        "name": "a",
+        "series": [1.0, 2.0, 3.0],
+        "frequency": frequency,
+        "start_timestamp": start,
+    }
+    r = client.post(TS, json={"inputs": [item], "options": {"horizon": 2}})
+    err = assert_error_shape(r, 422, "invalid_input", "inputs.0.start_timestamp")
+    assert "9999" in err["message"]
+    item["start_timestamp"] = "9999-12-01T00:00:00"  # 3 days or seconds later still fits
+    r = client.post(TS, json={"inputs": [item], "options": {"horizon": 2}})
+    if frequency != "Y":
+        content = r.json()["outputs"][0]["content"][0]
+        want = {"D": "9999-12-04T00:00:00", "second": "9999-12-01T00:00:03"}[frequency]
+        assert content["start_timestamp"] == want
+    assert_unharmed(client, expected)
