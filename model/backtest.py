@@ -43,9 +43,28 @@ def backtest(
     """Forecast each origin of the validation or test tail from the last `context_length` points."""
     sp = split_series(len(series.values), horizon)
     start, end = (sp.val_start, sp.test_start) if tail == "validation" else (sp.test_start, sp.n)
+    return backtest_span(model, series, start, end, horizon, context_length, scaler, start)
+
+
+def backtest_span(
+    model: GRUForecaster,
+    series: Series,
+    start: int,
+    end: int,
+    horizon: int,
+    context_length: int,
+    scaler: Scaler,
+    mase_end: int,
+) -> Backtest:
+    """Forecast every origin in [start, end) whose horizon ends by `end`.
+
+    MASE is scaled by the seasonal-naive error on `values[:mase_end]`.
+    """
     v = series.values
     orgs = origins(start, end, horizon)
+    if not orgs:
+        raise ValueError(f"no forecast origin in [{start}, {end}) for horizon {horizon}")
     hists = [v[max(0, o - context_length) : o] for o in orgs]
     point, _, scale = forecast(model, hists, horizon, scaler)
     actual = np.stack([v[o : o + horizon] for o in orgs])
-    return Backtest(series, orgs, actual, point, scale, mase_scale(v[:start], series.period))
+    return Backtest(series, orgs, actual, point, scale, mase_scale(v[:mase_end], series.period))

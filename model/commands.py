@@ -93,6 +93,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--out-dir", default=DEFAULT_REPORT_DIR)
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="first recompute the checkpoint's quantile offsets with the current calibration "
+        "(weights untouched) and rewrite it atomically",
+    )
     _data_flags(p)
     p.set_defaults(run=run_evaluate)
 
@@ -211,6 +217,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--out-dir {out_dir} is not a directory")
+    if args.recalibrate:
+        from model.train import recalibrate
+
+        info = recalibrate(Path(args.checkpoint), series)
+        v = info["metrics"]["validation_interval_coverage"] or {}
+        t = info["metrics"]["test_interval_coverage"]
+        print(
+            f"recalibrated {args.checkpoint}: interval coverage "
+            + ", ".join(
+                f"{k} validation {v[k] * 100:.1f}% test {t[k] * 100:.1f}%"
+                if k in v
+                else f"{k} test {t[k] * 100:.1f}%"
+                for k in t
+            )
+        )
     from model.evaluate import write_report
 
     report = write_report(model, info, series, out_dir)

@@ -73,6 +73,8 @@ def evaluate(model: GRUForecaster, info: dict, series: list[Series]) -> dict:
             offsets,
         ),
         "intervals": [[lo, hi] for lo, hi in interval_pairs(levels)],
+        "calibration": info.get("quantile_calibration", {}).get("method", "unknown"),
+        "validation_coverage": info.get("metrics", {}).get("validation_interval_coverage"),
     }, all_bt
 
 
@@ -118,15 +120,19 @@ def to_markdown(report: dict) -> str:
     lines.append("| --- |" + " ---: |" * h)
     for m in METHODS:
         lines.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in report["mase_by_step"][m]) + " |")
+    val = report.get("validation_coverage") or {}
     lines += [
         "",
-        "Prediction interval coverage on the test tails (quantile offsets calibrated on validation residuals):",
+        f"Prediction interval coverage (quantile offsets: {report.get('calibration', 'unknown')}; "
+        "validation = the same method calibrated only on origins before the validation tails, "
+        "scored on those tails; test = the checkpoint's offsets on the test tails):",
         "",
     ]
-    lines.append("| interval | nominal | empirical, all series |")
-    lines.append("| --- | ---: | ---: |")
+    lines.append("| interval | nominal | validation, all series | test, all series |")
+    lines.append("| --- | ---: | ---: | ---: |")
     for (lo, hi), (k, v) in zip(report["intervals"], report["coverage"].items(), strict=True):
-        lines.append(f"| {lo:g}-{hi:g} | {k} | {v * 100:.1f}% |")
+        vv = f"{val[k] * 100:.1f}%" if k in val else "n/a"
+        lines.append(f"| {lo:g}-{hi:g} | {k} | {vv} | {v * 100:.1f}% |")
     lines += ["", "![forecasts](forecasts.png)", ""]
     return "\n".join(lines)
 

@@ -14,10 +14,11 @@ from tqdm import tqdm
 
 from export.contract import Scaler
 from model.backtest import backtest
+from model.calibrate import calibrate, coverage_on_test
 from model.checkpoint import save_checkpoint
 from model.data import Series, split_series
 from model.gru import GRUConfig, GRUForecaster
-from model.quantiles import LEVELS, calibrate_offsets, coverage
+from model.quantiles import LEVELS
 from model.settings import TrainSettings
 from model.windows import rollout, sample_batch, scaled_pair
 
@@ -135,15 +136,9 @@ def _info(model, series, settings, best_epoch, stopped, history, seconds) -> dic
     seen = [s for s in series if s.seen]
     h, ctx = settings.horizon, settings.context_length
     val = [backtest(model, s, "validation", h, ctx, SCALER) for s in seen]
-    offsets = calibrate_offsets(np.concatenate([b.residuals for b in val]), LEVELS)
     test = [backtest(model, s, "test", h, ctx, SCALER) for s in series]
-    test_cov = coverage(
-        np.concatenate([b.actual for b in test]),
-        np.concatenate([b.point for b in test]),
-        np.concatenate([b.scale for b in test]),
-        LEVELS,
-        offsets,
-    )
+    offsets, calibration = calibrate(model, series, h, ctx, SCALER, LEVELS)
+    test_cov = coverage_on_test(model, series, h, ctx, SCALER, LEVELS, offsets)
     splits = {}
     for s in series:
         sp = split_series(len(s.values), h)
@@ -158,12 +153,14 @@ def _info(model, series, settings, best_epoch, stopped, history, seconds) -> dic
         "scaler": asdict(SCALER),
         "quantile_levels": list(LEVELS),
         "quantile_offsets": offsets,
+        "quantile_calibration": calibration,
         "horizon": h,
         "context_length": ctx,
         "metrics": {
             "validation_mase": float(np.mean([b.mase().mean() for b in val])),
             "test_mase": float(np.mean([b.mase().mean() for b in test])),
             "test_mase_by_series": {b.series.name: float(b.mase().mean()) for b in test},
+            "validation_interval_coverage": calibration["validation_coverage"],
             "test_interval_coverage": test_cov,
             "best_epoch": best_epoch,
             "stopped_by": stopped,
@@ -191,4 +188,26 @@ def train_and_save(
 ) -> dict:
     model, info = train(series, settings, progress)
     save_checkpoint(out, model, info)
+    return info
+
+
+def recalibrate(path: Path, series: list[Series]) -> dict:
+    """Recompute a checkpoint's quantile offsets (weights untouched) and save it atomically.
+
+    Returns the updated info. The series must be those the checkpoint was trained on.
+    """
+    from model.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(path)
+    h, ctx = int(info["horizon"]), int(info["context_length"])
+    scaler = Scaler(**info["scaler"])
+    levels = tuple(info["quantile_levels"])
+    offsets, calibration = calibrate(model, series, h, ctx, scaler, levels)
+    info["quantile_offsets"] = offsets
+    info["quantile_calibration"] = calibration
+    info["metrics"]["validation_interval_coverage"] = calibration["validation_coverage"]
+    info["metrics"]["test_interval_coverage"] = coverage_on_test(
+        model, series, h, ctx, scaler, levels, offsets
+    )
+    save_checkpoint(path, model, info)
     return info

@@ -10,6 +10,7 @@ import pytest
 
 from export.contract import Scaler
 from model.checkpoint import load_checkpoint
+from model.quantiles import METHOD
 from model.windows import forecast
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,10 @@ def test_bundled_checkpoint_describes_itself(bundled):
     assert offsets.shape == (6, info["horizon"])
     assert (np.diff(offsets, axis=0) >= 0).all()  # quantiles ordered at every step
     assert (offsets[0] < 0).all() and (offsets[-1] > 0).all()
+    # calibrated with the current method: intervals never narrow with the horizon
+    assert info["quantile_calibration"]["method"] == METHOD
+    assert (np.diff(offsets[-1]) >= 0).all() and (np.diff(offsets[0]) <= 0).all()
+    assert set(info["metrics"]["validation_interval_coverage"]) == {"90%", "80%", "50%"}
     names = {s["name"] for s in info["data"]["series"]}
     assert {"co2", "nile", "elec_equip"} <= names
     assert info["data"]["missing_values_filled"] == 59
@@ -54,4 +59,7 @@ def test_report_shows_gru_beats_seasonal_naive_on_average():
     mean = report["mean_mase"]
     assert mean["gru"] < mean["seasonal_naive"]
     assert set(report["coverage"]) == {"90%", "80%", "50%"}
+    _, info = load_checkpoint(CHECKPOINT)
+    assert report["coverage"] == info["metrics"]["test_interval_coverage"]  # report in sync
+    assert report["validation_coverage"] == info["metrics"]["validation_interval_coverage"]
     assert len(report["series"]) == 12

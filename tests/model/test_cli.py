@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint
 from service.cli import main
@@ -174,6 +175,21 @@ def test_train_csv_end_to_end_then_evaluate(capsys, tmp_path, csv_file):
     assert row["origins"] == 7 and set(row["mase"]) == {"gru", "naive", "seasonal_naive", "ets"}
     assert row["mase"]["seasonal_naive"] < row["mase"]["naive"]  # a seasonal series
     assert "| sales | yes |" in (report_dir / "evaluation.md").read_text()
+    # calibration: origins 36 .. 102 (context >= 36, horizon ends before the test tail at 108)
+    assert info["quantile_calibration"]["origins"] == {"sales": 67}
+    assert set(info["metrics"]["validation_interval_coverage"]) == {"90%", "80%", "50%"}
+    assert report["validation_coverage"] == info["metrics"]["validation_interval_coverage"]
+
+    # --recalibrate rewrites the offsets in place (here: the same method, the same values),
+    # keeps the weights, and leaves no temp file
+    before = torch.load(out, weights_only=True)
+    capsys.readouterr()
+    assert main(ev + ["--column", "sales", "--time-column", "month", "--recalibrate"]) == 0
+    assert capsys.readouterr().out.startswith(f"recalibrated {out}: interval coverage 90%")
+    after = torch.load(out, weights_only=True)
+    assert after["info"]["quantile_offsets"] == before["info"]["quantile_offsets"]
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "report"]
 
 
 def test_cli_parser_does_not_import_torch():
