@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     max_horizon: int = Field(512, ge=1)
     max_items: int = Field(256, ge=1, description="series or items per request")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="request body limit (413)")
-    max_quantiles: int = Field(32, ge=1, description="quantile levels per request or stream")
+    max_quantiles: int = Field(
+        32, ge=1, le=255, description="quantile levels per request or stream (a token holds 255)"
+    )
     max_hidden_sequence_values: int = Field(
         1_000_000,
         ge=1,

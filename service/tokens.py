@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from export.contract import ArtifactMeta
-from service.errors import ServiceError
+from service.errors import InvalidInput, ServiceError
 
 log = logging.getLogger("gru_serve.tokens")
 
@@ -107,6 +107,11 @@ class TokenCodec:
 
     def encode(self, st: TokenState) -> str:
         m = self.meta
+        if len(st.quantiles) > 255:  # one header byte counts them
+            raise InvalidInput(
+                f"a resume token holds at most 255 quantile levels, got {len(st.quantiles)}",
+                "options.quantiles",
+            )
         flags = st.flags & ~HAS_LAST_Y | (HAS_LAST_Y if st.last_y is not None else 0)
         parts = [
             _HEADER.pack(
@@ -163,12 +168,13 @@ class TokenCodec:
                 "resume",
             )
         off = _HEADER.size
-        name = payload[off : off + nn].decode(errors="replace")
-        off += nn
-        version = payload[off : off + nv].decode(errors="replace")
-        off += nv
+        raw_name, raw_version = payload[off : off + nn], payload[off + nn : off + nn + nv]
+        name, version = raw_name.decode(errors="replace"), raw_version.decode(errors="replace")
+        off += nn + nv
         m = self.meta
-        if (name, version) != (m.name, m.version) or (
+        # Compared as stored: encode keeps at most 255 bytes of each, so a longer name or
+        # version must be compared truncated too, or its own tokens would never match.
+        if (raw_name, raw_version) != (self._name, self._version) or (
             m.num_layers,
             m.hidden_size,
             m.input_size,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from service_helpers import tiny_meta
 
+from service.errors import InvalidInput
 from service.tokens import (
     RETURN_HIDDEN,
     InvalidToken,
@@ -127,3 +128,31 @@ def test_random_secret_is_one_per_process_and_warned_once(caplog):
     assert first == second and len(first) == 32
     assert sum("TOKEN_SECRET" in r.getMessage() for r in caplog.records) <= 1
     assert resolve_secret("configured") == b"configured"
+
+
+def test_token_of_model_with_name_and_version_over_255_bytes_round_trips():
+    codec = _codec(name="m" * 300, version="é" * 200)  # 400 bytes of UTF-8: cut mid-character
+    back = codec.decode(codec.encode(_state()))
+    assert back.step == 123456789 and back.quantiles == (0.1, 0.9)
+    assert back.model == "m" * 255
+    other = _codec(name="m" * 255 + "x", version="é" * 200)  # same first 255 bytes
+    assert other.decode(codec.encode(_state())).step == 123456789
+    with pytest.raises(TokenMismatch):
+        _codec(name="n" * 300, version="é" * 200).decode(codec.encode(_state()))
+
+
+def test_token_with_over_255_quantile_levels_is_refused_clearly():
+    st = dataclasses.replace(_state(), quantiles=tuple(np.linspace(0.1, 0.9, 256)))
+    with pytest.raises(InvalidInput) as e:
+        _codec().encode(st)
+    assert e.value.field == "options.quantiles" and "255" in e.value.message
+    st255 = dataclasses.replace(st, quantiles=st.quantiles[:255])
+    assert len(_codec().decode(_codec().encode(st255)).quantiles) == 255
+
+
+def test_max_quantiles_cannot_exceed_what_a_token_holds(make_settings):
+    from pydantic import ValidationError
+
+    assert make_settings(max_quantiles=255).max_quantiles == 255
+    with pytest.raises(ValidationError, match="max_quantiles"):
+        make_settings(max_quantiles=256)
