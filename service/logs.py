@@ -31,6 +31,8 @@ access_log = logging.getLogger("gru_serve.access")
 
 # LogRecord attributes that are not user fields
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# json.dumps(out, default=str, separators=...) builds this encoder anew on every call
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,7 +63,7 @@ class JsonFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, separators=(",", ":"))
+        return _encode(out)
 
 
 def configure_logging(level: str = "info", stream=None) -> None:
