@@ -22,15 +22,18 @@ def captured():
     saved = (list(root.handlers), root.level)
     buf = io.StringIO()
     configure_logging("info", stream=buf)
-    client_log = logging.getLogger("httpx")  # the test's own client logs its URLs
-    client_level = client_log.level
-    client_log.setLevel("WARNING")
+    # The test's own client logs its URLs: httpx2 behind TestClient, httpx elsewhere.
+    client_logs = [logging.getLogger(name) for name in ("httpx", "httpx2")]
+    client_levels = [log.level for log in client_logs]
+    for log in client_logs:
+        log.setLevel("WARNING")
     try:
         yield buf
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-        client_log.setLevel(client_level)
+        for log, level in zip(client_logs, client_levels, strict=True):
+            log.setLevel(level)
 
 
 def lines(buf: io.StringIO) -> list[dict]:
