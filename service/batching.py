@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.errors import BatcherStopped
+
+__all__ = ["Batcher", "BatchStats", "BatcherStopped", "JobResult"]
+
 log = logging.getLogger("gru_serve.batching")
 
 # (x [T, B, F], h0 [L, B, H], lens [B], want_seq) -> (y [T, B, O], h_n [L, B, H], h_seq [T, L, B, H] | None)
@@ -59,10 +63,6 @@ class BatchStats:
     compute_s: float
 
 
-class BatcherStopped(RuntimeError):
-    """The batcher is shutting down or crashed; the job never ran."""
-
-
 class Batcher:
     def __init__(
         self,
@@ -84,6 +84,10 @@ class Batcher:
         # One worker thread: runs never overlap, so the event loop keeps the other core.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort-run")
         self._closed = False
+        # The run in the worker thread, if any: its jobs are off the queue, so stop() must
+        # see them resolved itself.
+        self._inflight: asyncio.Future | None = None
+        self.crashed: BaseException | None = None  # why the loop died, if it did
         self.runs = 0
         self.rows = 0
 
@@ -91,18 +95,29 @@ class Batcher:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def alive(self) -> bool:
+        """Started and neither stopped nor crashed: submitted jobs will run."""
+        return self._task is not None and not self._task.done() and not self._closed
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
 
     async def stop(self) -> None:
-        """Finish nothing new: queued jobs fail with BatcherStopped; the in-flight run completes."""
+        """Finish nothing new: queued jobs fail with BatcherStopped; the in-flight run completes
+        and its callers get its results."""
         self._closed = True
+        inflight = self._inflight
         if self._task is not None:
             self._task.cancel()
             # A loop that crashed has already failed its futures and logged why: stopping
             # (the app's shutdown) must not re-raise that crash.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if inflight is not None and not inflight.done():
+            # The cancelled _execute left a callback that resolves the run's jobs (it was
+            # registered first, so it has run by the time this wait returns).
+            await asyncio.wait({inflight})
         self._fail_pending(BatcherStopped("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
@@ -159,6 +174,7 @@ class Batcher:
             raise
         except BaseException as e:  # a bug here must not leave callers waiting forever
             log.exception("batcher crashed")
+            self.crashed = e
             self._closed = True
             self._fail_pending(BatcherStopped(f"batcher crashed: {e!r}"))
             raise
@@ -166,14 +182,34 @@ class Batcher:
     async def _execute(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        run = self._inflight = loop.run_in_executor(self._executor, self._run_rows, jobs)
         try:
-            results = await loop.run_in_executor(self._executor, self._run_rows, jobs)
-        except Exception as e:  # one failed run fails exactly the jobs in it
-            log.exception("onnxruntime run failed for %d rows", len(jobs))
+            # shielded: cancelling the loop (stop) must not orphan jobs already taken off the
+            # queue; the thread finishes the run either way.
+            await asyncio.shield(run)
+        except asyncio.CancelledError:
+            if run.done():
+                self._settle(jobs, run, started)
+            else:
+                run.add_done_callback(lambda f: self._settle(jobs, f, started))
+            raise
+        except Exception:
+            pass  # _settle fails exactly the jobs of this run
+        self._settle(jobs, run, started)
+
+    def _settle(self, jobs: list[_Job], run: asyncio.Future, started: float) -> None:
+        """Resolve each job of a finished run with its result, or the run's exception."""
+        if self._inflight is run:
+            self._inflight = None
+        e = BatcherStopped("the server is shutting down") if run.cancelled() else run.exception()
+        if e is not None:  # one failed run fails exactly the jobs in it
+            if not isinstance(e, BatcherStopped):
+                log.error("onnxruntime run failed for %d rows", len(jobs), exc_info=e)
             for j in jobs:
                 if not j.future.done():
                     j.future.set_exception(e)
             return
+        results = run.result()
         compute = time.perf_counter() - started
         for j, r in zip(jobs, results, strict=True):
             if not j.future.done():

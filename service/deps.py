@@ -18,12 +18,35 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_core(request: Request) -> InferenceCore:
-    """The core, once the model is warmed up; 503 before (and while shutting down)."""
-    state = request.app.state
+def readiness(state) -> tuple[bool, str | None]:
+    """(ready, why not): warmed up, not shutting down, and the batcher running (a crashed
+    batcher would answer every request with 503). Shared by /readyz, the OIP probes and
+    every route that needs the core."""
+    core = getattr(state, "core", None)
+    batcher = getattr(core, "batcher", None)
+    if batcher is not None and batcher.crashed is not None:
+        return False, f"the batcher crashed: {batcher.crashed!r}"
+    error = getattr(state, "warmup_error", None)
+    if error is not None:
+        return False, f"warm-up failed: {error}"
+    if getattr(state, "draining", False):
+        return False, "shutting down"
     if not state.ready:
-        raise NotReady("the model is not ready yet", headers={"Retry-After": "1"})
-    return state.core
+        return False, "warming up"
+    if batcher is not None and not batcher.alive:
+        return False, "the batcher is not running"
+    return True, None
+
+
+async def get_core(request: Request) -> InferenceCore:
+    """The core, once the model is warmed up; 503 before (and while shutting down, or once
+    the batcher has died)."""
+    state = request.app.state
+    if state.ready and state.core.batcher.alive:
+        return state.core
+    _, why = readiness(state)
+    message = "the model is not ready yet" if why in (None, "warming up") else f"not ready: {why}"
+    raise NotReady(message, headers={"Retry-After": "1"})
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -66,3 +66,10 @@ class Overloaded(ServiceError):
 class NotReady(ServiceError):
     status = 503
     code = "not_ready"
+
+
+class BatcherStopped(NotReady):
+    """The batcher is shutting down or crashed; the job never ran (503, retry elsewhere)."""
+
+    def __init__(self, message: str = "the server is shutting down") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})

@@ -217,3 +217,4 @@ class Health(Schema):
     provider: str | None = None
     model: str | None = None
     version: str | None = None
+    reason: str | None = None  # why not ready (warming up, warm-up failed, batcher crashed, ...)

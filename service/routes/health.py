@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.deps import readiness
 from service.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,13 +19,16 @@ async def get_liveness() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def get_readiness(request: Request) -> JSONResponse:
-    """Readiness: the model is loaded and warmed up (503 before, and once shutdown begins)."""
+    """Readiness: the model is loaded and warmed up (503 before, once shutdown begins, after a
+    failed warm-up or a batcher crash; `reason` says which)."""
     state = request.app.state
     rt = state.runtime
+    ready, reason = readiness(state)
     body = Health(
-        status="ready" if state.ready else "not_ready",
+        status="ready" if ready else "not_ready",
         provider=rt.placement.provider if rt is not None else None,
         model=rt.meta.name if rt is not None else None,
         version=rt.meta.version if rt is not None else None,
+        reason=reason,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import oip
+from service.deps import readiness
 from service.errors import ServiceError
 from service.oip import OipError
 
@@ -59,7 +60,7 @@ async def get_server_live() -> dict:
 @router.get("/health/ready", responses={503: {"description": "not ready"}})
 async def get_server_ready(request: Request) -> JSONResponse:
     """Server ready: the model is loaded and warmed up (503 before; no API key needed)."""
-    ready = bool(request.app.state.ready)
+    ready, _ = readiness(request.app.state)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
@@ -68,7 +69,7 @@ async def _model_ready(request: Request, name: str, version: str | None) -> JSON
         _runtime(request, name, version)
     except OipError as e:
         return _error(e)
-    ready = bool(request.app.state.ready)
+    ready, _ = readiness(request.app.state)
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
@@ -162,7 +163,7 @@ async def create_version_inference(request: Request, name: str, version: str) ->
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     try:
         rt = _runtime(request, name, version)
-        if not request.app.state.ready:
+        if not readiness(request.app.state)[0]:
             raise OipError(503, "the model is not ready yet", {"Retry-After": "1"})
         if request.headers.get("content-encoding", "identity") != "identity":
             raise OipError(400, "compressed request bodies (Content-Encoding) are not supported")

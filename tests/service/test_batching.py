@@ -4,6 +4,7 @@ core's results alone vs in a batch, admission control, and the same over a real 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from service.batching import Batcher, BatcherStopped, JobResult
 from service.core import InferenceCore, SeriesState
-from service.errors import Overloaded
+from service.errors import Overloaded, ServiceError
 from service.runtime import Runtime
 
 L, H, F = 2, 3, 1
@@ -485,3 +486,66 @@ def test_full_queue_answers_503_at_once_then_recovers(serve_process, path):
     for r in served:
         assert r.json() == expected
     assert after.status_code == 200 and after.json() == expected
+
+
+def test_stop_during_a_run_lets_it_finish_and_resolves_its_jobs():
+    """The run's jobs are off the queue when stop() cancels the loop: they get their results."""
+    entered, gate = threading.Event(), threading.Event()
+
+    class SlowRun(FakeRun):
+        def __call__(self, x, h0, lens, want_seq):
+            entered.set()
+            assert gate.wait(GUARD_S)
+            return super().__call__(x, h0, lens, want_seq)
+
+    slow = SlowRun()
+
+    async def main():
+        b = await started(slow, max_rows=8, max_wait_s=0.0)
+        running = [b.submit(*job(1.0)), b.submit(*job(2.0))]
+        assert await asyncio.to_thread(entered.wait, GUARD_S)
+        queued = b.submit(*job(3.0))  # arrives while the run is in flight
+        stopping = asyncio.create_task(b.stop())
+        await asyncio.sleep(0.05)
+        still_running = not stopping.done()
+        gate.set()
+        await stopping
+        return still_running, await asyncio.gather(*running, queued, return_exceptions=True)
+
+    still_running, (a, b_, queued) = run(main())
+    assert still_running  # stop waited for the run
+    assert isinstance(a, JobResult) and float(a.y[-1, 0]) == 2.0
+    assert isinstance(b_, JobResult) and float(b_.y[-1, 0]) == 4.0
+    assert isinstance(queued, BatcherStopped)
+    assert slow.calls == [(2, 2)]
+
+
+def test_batcher_stopped_is_a_503_service_error():
+    async def main():
+        b = Batcher(FakeRun(), 8, 0.0)
+        await b.stop()
+        return await asyncio.gather(b.submit(*job(1.0)), return_exceptions=True)
+
+    (late,) = run(main())
+    assert isinstance(late, ServiceError)
+    assert (late.status, late.code, late.headers) == (503, "not_ready", {"Retry-After": "1"})
+
+
+def test_batcher_crash_makes_the_server_not_ready_and_requests_503(make_client):
+    c = make_client()
+    batcher = c.app.state.core.batcher
+
+    def observer(stats):
+        raise RuntimeError("observer bug")
+
+    batcher._observer = observer  # a bug in the loop itself: it dies after this batch
+    body = {"series": [[1.0, 2.0, 3.0]], "horizon": 2}
+    assert c.post("/v1/forecast", json=body).status_code == 200  # resolved before the bug
+    r = c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "not_ready" and "observer bug" in r.json()["reason"]
+    assert c.get("/v2/health/ready").status_code == 503
+    r = c.post("/v1/forecast", json=body)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "not_ready"
+    assert "batcher crashed" in r.json()["error"]["message"]
