@@ -16,6 +16,7 @@ from deployfiles import (
     Dockerfile,
     dockerignore_admits,
     env_names_in,
+    parse_copy,
     read_dockerignore,
     settings_fields,
     validate_settings,
@@ -145,7 +146,8 @@ def test_each_target_gets_one_onnxruntime_and_no_torch(dockerfile: Dockerfile):
         deps = f"deps-{target}"
         runs = [a for k, a in dockerfile.by_name[deps].instructions if k == "RUN"]
         assert runs == [f"pip install --no-cache-dir -r requirements-{target}.txt"]
-        assert [c.from_stage for c in dockerfile.image(target).copies() if c.from_stage] == [deps]
+        froms = [c.from_stage for c in dockerfile.image(target).copies() if c.from_stage]
+        assert froms == [deps, "code"]
     instructions = [a for stage in dockerfile.stages for _, a in stage.instructions]
     assert not [a for a in instructions if "torch" in a]
 
@@ -158,11 +160,40 @@ def test_dependencies_are_cached_before_the_code(dockerfile: Dockerfile, target:
             if kind == "COPY":
                 sources = Dockerfile(f"FROM x\nCOPY {args}\n").image("0").copies()[0].sources
                 assert set(sources) <= {"pyproject.toml", "deploy/requirements.py"}, args
-    # ... and the target copies the installed venv before any code.
+    # ... and the target copies the installed venv before any code, the code from the one
+    # stage that holds it (copied once for both targets), nothing from the build context.
     copies = dockerfile.image(target).copies()
     assert copies[0].from_stage == f"deps-{target}" and copies[0].dest == "/opt/venv"
-    code = [c for c in copies if c.from_stage is None]
-    assert {s.rstrip("/") for c in code for s in c.sources} >= {"service", "artifacts"}
+    assert [(c.from_stage, c.sources, c.dest) for c in copies[1:]] == [("code", ["/app"], "/app")]
+    code = dockerfile.image("code").copies()
+    assert {s.rstrip("/") for c in code for s in c.sources} >= {"service", "artifacts/gru.onnx"}
+
+
+def test_code_is_copied_once_and_only_what_serving_needs(dockerfile: Dockerfile):
+    context_copies = [
+        (stage.name, parse_copy(args))
+        for stage in dockerfile.stages
+        for kind, args in stage.instructions
+        if kind == "COPY" and "--from=" not in args
+    ]
+    code = {s.rstrip("/") for name, c in context_copies if name == "code" for s in c.sources}
+    assert code == {
+        "pyproject.toml",
+        "README.md",
+        "model",
+        "export",
+        "service",
+        "artifacts/gru.onnx",
+    }
+    # Outside the code stage only the dependency inputs come from the build context.
+    others = {s for name, c in context_copies if name != "code" for s in c.sources}
+    assert others <= {"pyproject.toml", "./", "deploy/requirements.py"}, others
+    # The training checkpoint and the report stay out of the image and the build context.
+    assert not [s for s in code if s in ("artifacts", "artifacts/checkpoint.pt")]
+    patterns = read_dockerignore()
+    for kept_out in ("artifacts/checkpoint.pt", "artifacts/report/evaluation.json"):
+        assert not dockerignore_admits(patterns, kept_out), kept_out
+    assert dockerignore_admits(patterns, "artifacts/gru.onnx")
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -171,9 +202,11 @@ def test_bundled_artifact_is_the_default_model(dockerfile: Dockerfile, target: s
     # No model path in the image: the settings default (artifacts/ next to the code) applies,
     # and GRU_SERVE_MODEL_PATH overrides it exactly as outside a container.
     assert "GRU_SERVE_MODEL_PATH" not in image.env
-    rel = DEFAULT_MODEL.relative_to(ROOT)
-    dests = {(s.rstrip("/"), c.dest.rstrip("/")) for c in image.copies() for s in c.sources}
-    assert (rel.parts[0], rel.parts[0]) in dests and image.workdir == "/app"
+    rel = DEFAULT_MODEL.relative_to(ROOT).as_posix()
+    code = dockerfile.image("code")
+    dests = {(s.rstrip("/"), c.dest.rstrip("/")) for c in code.copies() for s in c.sources}
+    assert (rel, rel) in dests and code.workdir == "/app" and image.workdir == "/app"
+    assert ("/app", "/app") in {(s, c.dest) for c in image.copies() for s in c.sources}
     runs = " ".join(a for k, a in image.own if k == "RUN")
     assert "pip install --no-cache-dir --no-deps -e ." in runs  # keeps code at /app
     assert "DEFAULT_MODEL.is_file()" in runs  # the build fails without the artifact
