@@ -40,12 +40,19 @@ class Scaler:
     min_scale: float = 1e-3
 
     def fit(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # history (T, F) -> loc (F,), scale (F,)
+        # history (T, F) -> loc (F,), scale (F,). float32 sums and squares overflow for finite
+        # values near float32's limit (1e30 squared, 3e38 + 3e38): such histories are fitted
+        # in float64. A loc or scale that still does not fit float32 comes back as infinity.
         if history.dtype == np.float32 and history.ndim == 2 and history.shape[0] > 0:
-            return _fit_f32(history, self.min_scale)
-        loc = history.mean(axis=0)
-        scale = np.maximum(history.std(axis=0), self.min_scale)
-        return loc.astype(np.float32), scale.astype(np.float32)
+            loc, scale = _fit_f32(history, self.min_scale)
+            # finite (NaN compares False; an infinite or NaN loc makes scale NaN too)
+            if np.maximum.reduce(scale) < np.inf:
+                return loc, scale
+        x = np.asarray(history, np.float64)
+        loc = x.mean(axis=0)
+        scale = np.maximum(x.std(axis=0), self.min_scale)
+        with np.errstate(over="ignore"):
+            return loc.astype(np.float32), scale.astype(np.float32)
 
 
 def _fit_f32(history: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:

@@ -24,16 +24,13 @@ TOO_LARGE = "values too large to scale: the scaled values or results exceed floa
 
 
 def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """The artifact's scaler fitted on x (T, F); refitted in float64 when float32 sums or
-    squares overflow (finite values near 3e38); InvalidInput when loc or scale still do not
-    fit in float32."""
+    """The artifact's scaler fitted on x (T, F) (in float64 where float32 overflows);
+    InvalidInput when loc or scale do not fit in float32."""
     with np.errstate(over="ignore", invalid="ignore"):
         loc, scale = meta.scaler.fit(x)
-        if not (np.isfinite(loc).all() and np.isfinite(scale).all()):
-            loc, scale = meta.scaler.fit(x.astype(np.float64))
     if not (np.isfinite(loc).all() and np.isfinite(scale).all()):
         raise InvalidInput(TOO_LARGE, field)
-    return loc.astype(np.float32, copy=False), scale.astype(np.float32, copy=False)
+    return loc, scale
 
 
 def scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:

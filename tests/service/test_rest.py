@@ -407,3 +407,21 @@ def test_forecast_past_float32_is_422_naming_the_series(client):
     }
     r = client.post("/v1/timeseries/forecast", json=ts)
     assert (r.status_code, r.json()["error"]["field"]) == (422, "inputs.0.series")
+
+
+@pytest.mark.parametrize(
+    "history", [[3e38, -3e38, 3e38, 1.0], [1e30, -1e30]], ids=["sum-overflows", "square-overflows"]
+)
+def test_scaler_fits_huge_finite_histories_in_float64(history):
+    from export.contract import Scaler
+
+    x = np.array(history, np.float32)[:, None]
+    with np.errstate(over="ignore"):  # the float32 attempt overflows, as the service expects
+        loc, scale = Scaler().fit(x)
+    x64 = x.astype(np.float64)
+    assert (loc.dtype, scale.dtype) == (np.float32, np.float32)
+    np.testing.assert_allclose(loc, x64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(scale, x64.std(0), rtol=1e-6)
+    # ordinary histories keep the float32 fit, bit for bit
+    small = np.array([[1.0], [2.5], [4.0]], np.float32)
+    assert Scaler().fit(small)[0].tobytes() == np.float32(2.5).tobytes()
