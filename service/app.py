@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.settings = settings
     app.state.ready = False
     app.state.draining = False
+    app.state.warmup_error = None
     app.state.runtime = runtime
     app.state.metrics = Metrics()  # per app: tests build many apps in one process
     _install_error_handlers(app)
@@ -104,7 +105,12 @@ def _install_operations(app: FastAPI, settings: Settings) -> None:
 
 
 async def _warm_up(app: FastAPI, rt: Runtime) -> None:
-    seconds = await asyncio.to_thread(rt.warmup)
+    try:
+        seconds = await asyncio.to_thread(rt.warmup)
+    except Exception as e:  # else lost in the task: the server would stay not ready, silently
+        log.exception("warm-up failed; the server stays not ready")
+        app.state.warmup_error = f"{type(e).__name__}: {e}"  # /readyz reports it
+        return
     if app.state.draining:  # a shutdown began during warm-up: stay not ready
         return
     app.state.ready = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -425,3 +426,27 @@ def test_scaler_fits_huge_finite_histories_in_float64(history):
     # ordinary histories keep the float32 fit, bit for bit
     small = np.array([[1.0], [2.5], [4.0]], np.float32)
     assert Scaler().fit(small)[0].tobytes() == np.float32(2.5).tobytes()
+
+
+class FailingWarmupRuntime(Runtime):
+    def warmup(self, rounds: int = 3) -> float:
+        raise RuntimeError("no memory for the warm-up")
+
+
+def test_failed_warm_up_is_logged_and_reported_by_readyz(make_settings, caplog):
+    settings = make_settings()
+    app = create_app(settings, FailingWarmupRuntime(settings))
+    with caplog.at_level("ERROR", logger="gru_serve.app"), TestClient(app) as client:
+        for _ in range(500):
+            r = client.get("/readyz")
+            if r.json()["reason"] != "warming up":
+                break
+            time.sleep(0.01)
+        assert r.status_code == 503
+        assert r.json()["status"] == "not_ready"
+        assert r.json()["reason"] == "warm-up failed: RuntimeError: no memory for the warm-up"
+        r = client.post("/v1/forecast", json={"series": [[1.0, 2.0]], "horizon": 2})
+        assert r.status_code == 503 and "warm-up failed" in r.json()["error"]["message"]
+    (rec,) = [r for r in caplog.records if r.name == "gru_serve.app" and r.levelname == "ERROR"]
+    assert "warm-up failed" in rec.getMessage()
+    assert rec.exc_info is not None and "no memory" in str(rec.exc_info[1])
