@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,15 +176,23 @@ class StreamSession:
         wanted = wanted if wanted is not None else [True] * T
         opts = self.options
         per_step_state = T > 1 and (opts.return_hidden or opts.token_each_output)
-        z = scale_in(x, self.loc, self.scale, "x")
+        one = T == 1 and x.shape[1] == 1 and self.loc.shape == (1,)  # the usual stream step
+        z = _scale_in_one(x, self.loc, self.scale) if one else None
+        if z is None:
+            z = scale_in(x, self.loc, self.scale, "x")
         (r,) = await self.core.run_rows([z], [self.h], per_step_state)
         first = self.step
         # Data units for every step at once; a step whose outputs leave float32 is refused
         # whole (422-style error, the session stays where it was).
-        ys = scale_out(r.y, self.loc, self.scale, "x")  # (T, O)
-        qs = {
-            q: scale_out(r.y + off, self.loc, self.scale, "x") for q, off in self._offsets.items()
-        }
+        fast = _scale_out_one(r.y, self.loc, self.scale, self._offsets) if one else None
+        if fast is not None:
+            ys, qs = fast
+        else:
+            ys = scale_out(r.y, self.loc, self.scale, "x")  # (T, O)
+            qs = {
+                q: scale_out(r.y + off, self.loc, self.scale, "x")
+                for q, off in self._offsets.items()
+            }
         outs = []
         for t in range(T):
             if not wanted[t]:
@@ -248,6 +258,47 @@ class StreamSession:
 
     def token(self) -> str:
         return self.codec.encode(self._token_state(self.h, self.step, self.last_y))
+
+
+# ---- one step, one value: scale_in / scale_out without numpy --------------------------------
+# For a (1, 1) step numpy's fixed costs (errstate, four ufuncs, two isfinite) outweigh the
+# arithmetic. The same float32 numbers come from Python floats rounded to float32 after each
+# operation: float64 holds more than twice float32's precision, so rounding an exact-in-float64
+# (or correctly rounded) +, -, * or / once more to float32 gives exactly numpy's float32 result.
+# Anything that would leave float32's range (or is not finite) returns None: the numpy path
+# then answers as it always did (its float64 redo, or the 'too large to scale' error).
+_F32 = struct.Struct("<f")
+
+
+def _f32(v: float) -> float:
+    """v rounded to float32 (OverflowError past float32's range)."""
+    return _F32.unpack(_F32.pack(v))[0]
+
+
+def _scale_in_one(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
+    """scale_in for x (1, 1): (x - loc) / scale in float32, or None."""
+    try:
+        z = _f32(_f32(float(x[0, 0]) - float(loc[0])) / float(scale[0]))
+    except OverflowError:
+        return None
+    return np.array([[z]], np.float32) if math.isfinite(z) else None
+
+
+def _scale_out_one(
+    y: np.ndarray, loc: np.ndarray, scale: np.ndarray, offsets: dict[float, float]
+) -> tuple[np.ndarray, dict[float, np.ndarray]] | None:
+    """scale_out of y (1, 1) and of y + each offset: (ys, qs) shaped as advance's, or None."""
+    if y.shape != (1, 1):
+        return None
+    v, lo, sc = float(y[0, 0]), float(loc[0]), float(scale[0])
+    try:
+        m = _f32(_f32(v * sc) + lo)
+        qs = {q: _f32(_f32(_f32(v + off) * sc) + lo) for q, off in offsets.items()}
+    except OverflowError:
+        return None
+    if not (math.isfinite(m) and all(math.isfinite(u) for u in qs.values())):
+        return None
+    return np.array([[m]], np.float32), {q: np.array([[u]], np.float32) for q, u in qs.items()}
 
 
 class SessionFull(ServiceError):
