@@ -40,6 +40,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
         raise CliError(f"--{name.replace('_', '-')}: {first['msg']}") from None
 
 
+def ws_frame_limit(settings: Settings) -> int:
+    """uvicorn's websocket message limit: twice the app's limit plus slack."""
+    return 2 * settings.max_message_bytes + 64 * 1024
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -63,7 +68,10 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=None,  # keep the JSON logging configured above
         access_log=False,  # RequestContext writes the access log
-        ws_max_size=settings.max_message_bytes,
+        # Above the app's own limit: a frame over max_message_bytes reaches the app, which sends
+        # the session's resume token before closing 1009. Only frames over this bound are cut
+        # by uvicorn itself (1009, no token), so memory stays bounded.
+        ws_max_size=ws_frame_limit(settings),
     )
     # SIGTERM/SIGINT: not ready, streams get their tokens, in-flight requests drain, exit 0
     serve(app, config, settings.shutdown_grace_s)

@@ -175,7 +175,12 @@ def test_real_server_limits(serve_process):
     full, outs, big = run(scenario())
     assert full[0] == 1013
     assert [o["step"] for o in outs] == list(range(300))
-    assert big[0] == 1009
+    # the app, not uvicorn, refuses the frame: the session's token comes first, then 1009
+    code, seen = big
+    assert code == 1009
+    last = json.loads(seen[-1])
+    assert (last["type"], last["step"]) == ("state", 0)
+    assert len(last["token"]) > 40 and "exceeds 2048" in last["reason"]
 
 
 def metric(server, name: str) -> float:
