@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.auth import ApiKeyAuth
 from service.core import InferenceCore
-from service.errors import InvalidInput, MalformedRequest, ServiceError
+from service.errors import InvalidInput, MalformedRequest, ServiceError, error_body
 from service.logs import RequestContext
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
@@ -124,7 +124,7 @@ def _error(status: int, body: dict, headers: dict[str, str] | None = None) -> JS
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.body(), exc.headers)
+        return _error(exc.status, error_body(request.url.path, exc), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -140,19 +140,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             # pydantic names union members in loc (e.g. 'list[float]'); keep the user's path only
             path = [p for p in loc if not p.startswith(("list[", "function-", "union["))]
             err = InvalidInput(str(first.get("msg", "invalid value")), ".".join(path) or None)
-        return _error(err.status, err.body())
+        return _error(err.status, error_body(request.url.path, err))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(
-            exc.status_code, {"error": {"code": code, "message": str(exc.detail)}}, exc.headers
-        )
+        err = ServiceError(str(exc.detail))
+        err.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, error_body(request.url.path, err), exc.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, {"error": {"code": "internal", "message": "internal server error"}})
+        return _error(500, error_body(request.url.path, ServiceError("internal server error")))
 
 
 def _install_docs(app: FastAPI) -> None:

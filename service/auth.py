@@ -18,6 +18,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.errors import Unauthorized, error_body
+
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 WS_1008_POLICY_VIOLATION = 1008
 _MESSAGE = "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -58,11 +60,7 @@ class ApiKeyAuth:
         if kind == "websocket":
             await send({"type": "websocket.close", "code": WS_1008_POLICY_VIOLATION})
             return
-        if scope["path"].startswith("/v2"):
-            body = {"error": _MESSAGE}
-        else:
-            body = {"error": {"code": "unauthorized", "message": _MESSAGE}}
-        data = json.dumps(body).encode()
+        data = json.dumps(error_body(scope["path"], Unauthorized(_MESSAGE))).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -6,6 +6,19 @@ code and message in an `error` message; the OIP routes use the protocol's {"erro
 
 from __future__ import annotations
 
+OIP_PREFIX = "/v2"
+
+
+def is_oip(path: str) -> bool:
+    """Under /v2 the Open Inference Protocol's error shape applies."""
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+def error_body(path: str, err: ServiceError) -> dict:
+    """The one place that picks the error shape by path: {"error": "..."} under /v2 (the
+    OIP's), {"error": {"code", "message", "field"}} elsewhere."""
+    return {"error": err.message} if is_oip(path) else err.body()
+
 
 class ServiceError(Exception):
     status = 500

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, error_body
 
 
 class BodyLimit:
@@ -68,9 +68,7 @@ class BodyLimit:
 
     async def _reject(self, send: Send, scope: Scope) -> None:
         err = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-        # the Open Inference Protocol's routes answer in its own error shape
-        shape = {"error": err.message} if scope["path"].startswith("/v2") else err.body()
-        body = json.dumps(shape).encode()
+        body = json.dumps(error_body(scope["path"], err)).encode()
         await send(
             {
                 "type": "http.response.start",

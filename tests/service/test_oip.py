@@ -304,3 +304,38 @@ def test_overload_is_503_with_retry_after(make_client) -> None:
     r = c.post(INFER, json={"inputs": [tensor("x", np.zeros((2, 1, 1), np.float32))]})
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert isinstance(r.json()["error"], str) and "capacity" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/models/nope/infer", 405),
+        ("GET", f"/v2/models/{MODEL}/infer", 405),
+        ("GET", "/v2/no/such/path", 404),
+    ],
+)
+def test_http_errors_under_v2_use_the_oip_error_shape(client, method, path, status) -> None:
+    r = client.request(method, path)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+    # elsewhere the REST shape stays
+    r = client.get("/v1/forecast")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_error_body_picks_the_shape_by_path() -> None:
+    from service.errors import PayloadTooLarge, error_body, is_oip
+
+    err = PayloadTooLarge("too big")
+    assert error_body("/v2/models/x/infer", err) == {"error": "too big"}
+    assert error_body("/v1/forecast", err) == {
+        "error": {"code": "payload_too_large", "message": "too big"}
+    }
+    assert (is_oip("/v2"), is_oip("/v2/health/ready"), is_oip("/v2x"), is_oip("/v1")) == (
+        True,
+        True,
+        False,
+        False,
+    )
