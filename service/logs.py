@@ -79,6 +79,9 @@ def configure_logging(level: str = "info", stream=None) -> None:
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    # warnings (numpy's RuntimeWarnings, deprecations) go through logging as JSON lines
+    # (logger py.warnings) instead of plain text on stderr
+    logging.captureWarnings(True)
 
 
 def _clean_id(raw: bytes) -> str | None:

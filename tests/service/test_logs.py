@@ -6,8 +6,10 @@ import io
 import json
 import logging
 import sys
+import warnings
 
 import httpx
+import numpy as np
 import pytest
 
 from service.logs import JsonFormatter, configure_logging, request_id
@@ -30,6 +32,7 @@ def captured():
     try:
         yield buf
     finally:
+        logging.captureWarnings(False)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         for log, level in zip(client_logs, client_levels, strict=True):
@@ -128,3 +131,13 @@ def test_real_server_logs_are_json_lines(serve_process) -> None:
     assert any(d["logger"] == "gru_serve.runtime" for d in records)
     hits = [d for d in records if d.get("request_id") == "from-test"]
     assert len(hits) == 1 and hits[0]["route"] == "/v1/models" and hits[0]["status"] == 200
+
+
+def test_warnings_are_json_lines(captured) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        np.float32(3e38) * np.float32(10)  # numpy's RuntimeWarning: overflow
+    got = [d for d in lines(captured) if d["logger"] == "py.warnings"]
+    assert len(got) == 1, captured.getvalue()
+    assert got[0]["level"] == "warning" and "RuntimeWarning" in got[0]["message"]
+    assert "overflow" in got[0]["message"]
