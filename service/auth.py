@@ -1,9 +1,9 @@
 """API-key authentication as pure ASGI middleware (HTTP and websocket alike).
 
 Installed only when `api_keys` is set. A request presents `Authorization: Bearer <key>` or
-`X-API-Key: <key>`; the key is compared with every configured key in constant time
-(hmac.compare_digest, no early exit), so timing says nothing about which key or prefix was
-close. Probes stay open: /healthz, /readyz and /v2/health/*.
+`X-API-Key: <key>`; the SHA-256 digest of the key is compared with the digest of every
+configured key in constant time (hmac.compare_digest on equal-length digests, no early
+exit), so timing says nothing about which key, prefix or length was close. Probes stay open: /healthz, /readyz and /v2/health/*.
 
 Refusals: HTTP gets 401 with WWW-Authenticate and the JSON error shape of its API (the OIP's
 `{"error": "..."}` under /v2, `{"error": {"code", "message"}}` elsewhere); a websocket is
@@ -13,6 +13,7 @@ client sees the handshake refused with 403).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 
@@ -40,13 +41,14 @@ def presented_key(headers) -> bytes | None:
 class ApiKeyAuth:
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        # digests, not keys: compare_digest leaks the length when lengths differ
+        self.digests = [hashlib.sha256(k.encode()).digest() for k in keys]
 
     def allowed(self, key: bytes | None) -> bool:
         ok = False
-        candidate = key or b""
-        for k in self.keys:  # every key is compared: no early exit
-            ok |= hmac.compare_digest(candidate, k)
+        candidate = hashlib.sha256(key or b"").digest()
+        for d in self.digests:  # every key is compared: no early exit
+            ok |= hmac.compare_digest(candidate, d)
         return ok and key is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,6 +4,7 @@ refused before a session opens, constant-time comparison, CORS."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import re
 
@@ -112,10 +113,27 @@ def test_keys_are_compared_in_constant_time_over_all_keys(monkeypatch) -> None:
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     mw = auth.ApiKeyAuth(app=None, keys=["k1", "k2", "k3"])
     assert mw.allowed(b"k1")  # matches the first key, and still compares with every key
-    assert [b for _, b in calls] == [b"k1", b"k2", b"k3"]
+    assert [b for _, b in calls] == [hashlib.sha256(k).digest() for k in (b"k1", b"k2", b"k3")]
     calls.clear()
     assert not mw.allowed(None) and len(calls) == 3
     assert not mw.allowed(b"")
+
+
+def test_key_comparison_does_not_depend_on_the_key_length(monkeypatch) -> None:
+    """compare_digest returns early on a length mismatch: it only ever sees 32-byte digests."""
+    lengths = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        lengths.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    mw = auth.ApiKeyAuth(app=None, keys=["short", "a-much-longer-configured-key-" * 4])
+    assert mw.allowed(b"short") and mw.allowed(b"a-much-longer-configured-key-" * 4)
+    assert not mw.allowed(b"x") and not mw.allowed(b"short" * 100)
+    assert not mw.allowed(b"shor") and not mw.allowed(b"short ")
+    assert lengths and set(lengths) == {(32, 32)}
 
 
 def test_auth_is_off_without_keys(client) -> None:
