@@ -1,7 +1,8 @@
 """The image's exact CMD, run here as a process: the closest check of the container without Docker.
 
 The command and the environment come from the Dockerfile (cpu target) itself; only what must
-differ outside a container differs: the host is 127.0.0.1, the port a free one, and PATH finds
+differ outside a container differs: the host is 127.0.0.1, the port 0 (the server picks a free
+one and logs it; the HEALTHCHECK then runs with that port), and PATH finds
 `gru-serve` in this checkout's venv instead of the image's /opt/venv. The working directory is
 the repository root, which is what the image's WORKDIR /app holds.
 """
@@ -10,25 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from deployfiles import ROOT, Dockerfile
+from servers import READY_TIMEOUT_S, get_status, launch
 
-READY_TIMEOUT_S = 30.0
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_env(dockerfile: Dockerfile, port: int) -> dict[str, str]:
@@ -49,35 +40,15 @@ def image_env(dockerfile: Dockerfile, port: int) -> dict[str, str]:
     return env
 
 
-def get_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def test_image_cmd_serves_until_ready(dockerfile: Dockerfile, tmp_path: Path):
     image = dockerfile.image("cpu")
     assert image.env["GRU_SERVE_HOST"] == "0.0.0.0"  # what the override below replaces
-    port = free_port()
-    env = image_env(dockerfile, port)
-    base = f"http://127.0.0.1:{port}"
+    env = image_env(dockerfile, 0)
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(image.cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = launch(image.cmd, env, log_path, cwd=ROOT)
+    proc = server.proc
+    base = server.base_url
+    env["GRU_SERVE_PORT"] = str(server.port)  # what the HEALTHCHECK below probes
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         status = None
@@ -95,7 +66,7 @@ def test_image_cmd_serves_until_ready(dockerfile: Dockerfile, tmp_path: Path):
         check = subprocess.run(image.healthcheck_cmd, env=env, capture_output=True, timeout=10)
         assert check.returncode == 0, check.stderr.decode()
     finally:
-        stop(proc)
+        server.stop()
     # ... and fails once the server is gone.
     check = subprocess.run(image.healthcheck_cmd, env=env, capture_output=True, timeout=10)
     assert check.returncode != 0

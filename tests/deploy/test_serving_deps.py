@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from deployfiles import ROOT, Dockerfile
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from servers import READY_TIMEOUT_S, get_status, launch
 
-READY_TIMEOUT_S = 30.0
 # onnxruntime and onnxruntime-gpu install the same module: either stands in for the other.
 ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
 
@@ -80,16 +77,6 @@ def site_with_only(dists: dict[str, md.Distribution], where: Path) -> Path:
     return where
 
 
-def status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
 def test_cpu_requirements_pull_in_no_training_packages():
     names = set(closure(target_requirements("cpu")))
     assert not names & {"torch", "onnx", "pandas", "statsmodels", "matplotlib", "pytest"}
@@ -103,13 +90,11 @@ def test_server_runs_on_the_cpu_image_dependencies_alone(
     image = dockerfile.image("cpu")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRU_SERVE_", "PYTHON"))}
     env.update({k: v for k, v in image.env.items() if k not in ("PATH", "VIRTUAL_ENV")})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # This test is about imports, not the bundled artifact: serve the tiny one.
+    # This test is about imports, not the bundled artifact: serve the tiny one. Port 0: the
+    # server picks a free one and logs it.
     env.update(
         GRU_SERVE_HOST="127.0.0.1",
-        GRU_SERVE_PORT=str(port),
+        GRU_SERVE_PORT="0",
         GRU_SERVE_MODEL_PATH=str(tiny_artifact),
     )
     # -S: no site-packages at all; only the linked distributions and the code are importable.
@@ -119,14 +104,14 @@ def test_server_runs_on_the_cpu_image_dependencies_alone(
     )
     argv = [sys.executable, "-S", "-c", code, *image.cmd[1:]]
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = launch(argv, env, log_path, cwd=tmp_path)
+    proc = server.proc
+    base = server.base_url
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         ready = None
         while time.monotonic() < deadline and proc.poll() is None and ready != 200:
-            ready = status(f"{base}/readyz")
+            ready = get_status(f"{base}/readyz")
             time.sleep(0.05)
         log_text = log_path.read_text(errors="replace")
         assert ready == 200, f"not ready (exit {proc.poll()}):\n{log_text}"
@@ -137,12 +122,6 @@ def test_server_runs_on_the_cpu_image_dependencies_alone(
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200 and b'"forecasts"' in r.read()
         for path in ("/healthz", "/metrics", "/docs", "/v2/health/ready"):
-            assert status(base + path) == 200, path
+            assert get_status(base + path) == 200, path
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.stop()

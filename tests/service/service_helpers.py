@@ -1,26 +1,22 @@
 """Helpers for service tests (imported by tests/service/conftest.py and by test modules as
 `from service_helpers import ...`): readiness polling, a real `gru-serve serve` subprocess on a
-free loopback port, and an independent NumPy reference of the served forecaster (weights
-rebuilt from the tiny artifact's seed, formulas from tests/reference.py).
+loopback port it picks itself (tests/servers.py), and an independent NumPy reference of the
+served forecaster (weights rebuilt from the tiny artifact's seed, formulas from
+tests/reference.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 from reference import forecaster, gates_from_pytorch
+from servers import READY_TIMEOUT_S, ServerProcess, launch
 
 from export.contract import ArtifactMeta
 from export.graph import random_weights
@@ -42,7 +38,6 @@ _ROOT_CONFTEST = _root_conftest()
 tiny_meta = _ROOT_CONFTEST.tiny_meta
 write_tiny_artifact = _ROOT_CONFTEST.write_tiny_artifact
 
-READY_TIMEOUT_S = 30.0
 GRU_SERVE = Path(sys.executable).with_name("gru-serve")
 
 
@@ -58,60 +53,7 @@ def wait_ready(client: TestClient, timeout_s: float = READY_TIMEOUT_S) -> None:
         time.sleep(0.01)
 
 
-# ---- a real server process ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    """A `gru-serve serve` child process; stderr (the service's log) goes to `log_path`."""
-
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
-        """Poll /readyz until 200; returns seconds since the process started."""
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as c:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"server exited with {self.proc.returncode} before ready:\n{self.log()}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if c.get("/readyz").status_code == 200:
-                        return time.monotonic() - self.started_at
-                time.sleep(0.02)
-        raise AssertionError(f"server not ready after {timeout_s} s:\n{self.log()}")
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
+# ---- a real server process (ServerProcess and launch: tests/servers.py) ----------------------------
 def serve_command(**flags) -> list[str]:
     """`gru-serve serve --flag value ...` (flag names as Settings fields, underscores allowed)."""
     cmd = [str(GRU_SERVE)] if GRU_SERVE.exists() else [sys.executable, "-m", "service.cli"]
@@ -132,21 +74,14 @@ def serve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def start_server(
     log_dir: Path, env: dict[str, str] | None = None, wait: bool = True, **flags
 ) -> ServerProcess:
-    """Start `gru-serve serve` on a free 127.0.0.1 port (unless `port` is given) and, by default,
-    wait for readiness. The caller must `stop()` it (the `serve_process` fixture does)."""
+    """Start `gru-serve serve` on 127.0.0.1, port 0 (the port it binds is read from its log)
+    unless `port` is given, and, by default, wait for readiness. The caller must `stop()` it
+    (the `serve_process` fixture does)."""
     flags.setdefault("host", "127.0.0.1")
     flags.setdefault("device", "cpu")
-    port = int(flags.setdefault("port", free_port()))
-    log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            serve_command(**flags),
-            cwd=ROOT,
-            env=serve_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(proc, port, log_path)
+    flags.setdefault("port", 0)
+    log_path = log_dir / f"serve-{time.monotonic_ns()}.log"
+    server = launch(serve_command(**flags), serve_env(env), log_path)
     if wait:
         try:
             server.wait_ready()

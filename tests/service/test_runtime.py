@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from servers import run_expecting_one_error_line
 from service_helpers import ROOT, serve_command, serve_env, write_tiny_artifact
 
 from export.contract import META_PREFIX
@@ -80,18 +81,10 @@ def is_error_line(line: str) -> bool:
 
 @needs_no_gpu
 def test_serve_device_cuda_without_gpu_exits_2_with_one_line(tiny_artifact):
-    p = subprocess.run(
-        serve_command(model_path=tiny_artifact, device="cuda", port=0),
-        cwd=ROOT,
-        env=serve_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    line, p = run_expecting_one_error_line(
+        serve_command(model_path=tiny_artifact, device="cuda", port=0), serve_env()
     )
-    assert p.returncode == 2
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("gru-serve serve: error: device=cuda")
+    assert line.startswith("gru-serve serve: error: device=cuda")
     assert "Traceback" not in p.stderr
 
 
@@ -275,18 +268,10 @@ def test_bad_artifact_is_refused_with_a_clear_message(make_settings, tmp_path, t
 @pytest.mark.parametrize("kind", ["missing", "garbage", "bad-variant"])
 def test_serve_with_bad_artifact_exits_with_one_line(tmp_path, tiny_artifact, kind):
     path, phrase = _bad_artifact(kind, tmp_path, tiny_artifact)
-    p = subprocess.run(
-        serve_command(model_path=path, device="cpu", port=0),
-        cwd=ROOT,
-        env=serve_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    line, p = run_expecting_one_error_line(
+        serve_command(model_path=path, device="cpu", port=0), serve_env()
     )
-    assert p.returncode == 2
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("gru-serve serve: error:") and phrase in lines[0]
+    assert line.startswith("gru-serve serve: error:") and phrase in line
     assert "Uvicorn running" not in p.stdout + p.stderr  # failed before binding
 
 

@@ -3,33 +3,23 @@ bad settings as one line with exit 2, and a real server answering over HTTP."""
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
-from service_helpers import ROOT, ServerProcess, free_port, serve_command, serve_env
+from servers import ServerProcess, launch, run_expecting_one_error_line
+from service_helpers import serve_command, serve_env
 
 
 def start_with_env(tmp_path, env: dict[str, str], **flags) -> ServerProcess:
-    """Like start_server, but host/port/device come only from what the caller passes."""
-    port = int(flags.get("port") or env["GRU_SERVE_PORT"])
-    log_path = tmp_path / f"serve-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            serve_command(**flags),
-            cwd=ROOT,
-            env=serve_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return ServerProcess(proc, port, log_path)
+    """Like start_server, but host/port/device come only from what the caller passes (the port
+    is 0 there, read back from the server's log)."""
+    log_path = tmp_path / "serve.log"
+    return launch(serve_command(**flags), serve_env(env), log_path)
 
 
 def test_settings_from_environment_variables(tmp_path, tiny_artifact):
-    port = free_port()
     env = {
         "GRU_SERVE_HOST": "127.0.0.1",
-        "GRU_SERVE_PORT": str(port),
+        "GRU_SERVE_PORT": "0",
         "GRU_SERVE_MODEL_PATH": str(tiny_artifact),
         "GRU_SERVE_DEVICE": "cpu",
         "GRU_SERVE_MAX_HORIZON": "5",
@@ -50,18 +40,18 @@ def test_settings_from_environment_variables(tmp_path, tiny_artifact):
 
 
 def test_flags_win_over_environment_variables(tmp_path, tiny_artifact):
-    port = free_port()
     env = {"GRU_SERVE_PORT": "1", "GRU_SERVE_MAX_HORIZON": "5", "GRU_SERVE_DEVICE": "cuda"}
     server = start_with_env(
         tmp_path,
         env,
         host="127.0.0.1",
-        port=port,
+        port=0,
         model_path=tiny_artifact,
         device="cpu",
         max_horizon=7,
     )
     try:
+        assert server.port != 1  # --port 0 won: the kernel picked the port, not the env's 1
         server.wait_ready()
         with httpx.Client(base_url=server.base_url, timeout=10) as c:
             assert c.post("/v1/forecast", json={"series": [[1.0]], "horizon": 7}).status_code == 200
@@ -82,18 +72,8 @@ def test_flags_win_over_environment_variables(tmp_path, tiny_artifact):
 )
 def test_bad_setting_is_one_line_and_exit_2(tiny_artifact, flags, env, phrase):
     flags = {"model_path": tiny_artifact, "port": 0, **flags}
-    p = subprocess.run(
-        serve_command(**flags),
-        cwd=ROOT,
-        env=serve_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert p.returncode == 2
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("gru-serve serve: error:") and phrase in lines[0]
+    line, _ = run_expecting_one_error_line(serve_command(**flags), serve_env(env))
+    assert line.startswith("gru-serve serve: error:") and phrase in line
 
 
 def test_real_server_serves_every_rest_endpoint(serve_process):
