@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 
 from service.settings import ENV_PREFIX, Settings
 
@@ -52,10 +54,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.cli import CliError
     from service.logs import configure_logging
     from service.runtime import ArtifactError, DeviceError, Runtime
+    from service.settings import unknown_env_names
     from service.shutdown import serve
 
     settings = load_settings(args)
     configure_logging(settings.log_level)  # JSON lines; uvicorn's loggers propagate to it
+    for name in unknown_env_names(dict(os.environ)):
+        logging.getLogger("gru_serve.settings").warning("%s is not a setting; ignored", name)
     try:
         runtime = Runtime(settings)  # fail before binding: a bad artifact is one line, exit 2
     except (ArtifactError, DeviceError) as e:

@@ -84,3 +84,13 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o for o in self.cors_origins.split(",") if o]
+
+
+def unknown_env_names(environ: dict[str, str]) -> list[str]:
+    """GRU_SERVE_* variables that name no setting: most likely typos, silently unused otherwise."""
+    fields = set(Settings.model_fields)
+    return sorted(
+        k
+        for k in environ
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in fields
+    )

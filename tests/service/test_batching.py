@@ -443,19 +443,34 @@ def test_concurrent_http_requests_match_sequential_ones(serve_process):
                 r = await c.post(path, json=body)
                 assert r.status_code == 200, r.text
                 alone.append(r.json())
+            before = _batch_rows((await c.get("/metrics")).text)
             rounds = []
             for _ in range(3):
                 rs = await asyncio.gather(*[c.post(p, json=b) for p, b in requests])
                 assert all(r.status_code == 200 for r in rs)
                 rounds.append([r.json() for r in rs])
-            return alone, rounds
+            after = _batch_rows((await c.get("/metrics")).text)
+            return alone, rounds, before, after
 
-    alone, rounds = run(main())
+    alone, rounds, before, after = run(main())
+    # the equality above would hold without batching too: show the rounds really shared runs
+    rows, runs = after[0] - before[0], after[1] - before[1]
+    assert runs > 0 and rows / runs > 1.0
     for batch in rounds:
         for a, b in zip(alone, batch, strict=True):
             na, nb = _numbers(a), _numbers(b)
             assert na.shape == nb.shape and na.size > 0
             assert np.max(np.abs(na - nb)) <= 1e-6
+
+
+def _batch_rows(metrics_text: str) -> tuple[float, float]:
+    """(rows, runs) so far, from the gru_batch_rows histogram's _sum and _count."""
+    values = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("gru_batch_rows_sum", "gru_batch_rows_count"):
+            values[name] = float(value)
+    return values["gru_batch_rows_sum"], values["gru_batch_rows_count"]
 
 
 @pytest.mark.parametrize("path", ["/v1/forecast", "/v1/hidden"])

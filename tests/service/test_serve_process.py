@@ -3,6 +3,8 @@ bad settings as one line with exit 2, and a real server answering over HTTP."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from servers import ServerProcess, launch, run_expecting_one_error_line
@@ -24,6 +26,7 @@ def test_settings_from_environment_variables(tmp_path, tiny_artifact):
         "GRU_SERVE_DEVICE": "cpu",
         "GRU_SERVE_MAX_HORIZON": "5",
         "GRU_SERVE_MAX_ITEMS": "2",
+        "GRU_SERVE_MAX_HORIZN": "7",  # a typo: warned about, never silently half-applied
     }
     server = start_with_env(tmp_path, env)
     try:
@@ -35,6 +38,9 @@ def test_settings_from_environment_variables(tmp_path, tiny_artifact):
             r = c.post("/v1/forecast", json={"series": [[1.0]] * 3, "horizon": 2})
             assert r.status_code == 422 and r.json()["error"]["field"] == "series"
             assert c.get("/v1/models").json()["models"][0]["name"] == "tiny"
+        warned = [json.loads(line) for line in server.log().splitlines() if "MAX_HORIZN" in line]
+        assert [w["level"] for w in warned] == ["warning"]
+        assert warned[0]["message"] == "GRU_SERVE_MAX_HORIZN is not a setting; ignored"
     finally:
         server.stop()
 
