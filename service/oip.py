@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from export.contract import ArtifactMeta
+from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OUTPUT_HN, OUTPUT_Y, ArtifactMeta
 
-INPUT_X, INPUT_H0, INPUT_LENS = "x", "h0", "seq_lens"
-OUTPUT_Y, OUTPUT_HN = "y", "h_n"
+# The OIP tensors carry the artifact's names (batch-first here, time-first in the graph).
 OUTPUTS = (OUTPUT_Y, OUTPUT_HN)
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
