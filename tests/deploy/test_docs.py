@@ -6,15 +6,11 @@ import re
 
 from deployfiles import ROOT, env_names_in, settings_fields
 
-# docs/readme-deploy.md holds the README sections until they are merged into README.md.
 SECTIONS = ("## Containers", "## Scaling out")
 
 
 def deploy_doc() -> str:
-    readme = (ROOT / "README.md").read_text()
-    if all(s in readme for s in SECTIONS):
-        return readme
-    return (ROOT / "docs" / "readme-deploy.md").read_text()
+    return (ROOT / "README.md").read_text()
 
 
 def test_sections_exist_and_say_the_build_is_untested_here():
