@@ -2,6 +2,27 @@
 
 REST: {"error": {"code": ..., "message": ..., "field": ...}}. The websocket sends the same
 code and message in an `error` message; the OIP routes use the protocol's {"error": "..."}.
+
+Every ServiceError subclass lives here, so this module is the one table of codes
+(docs/protocol.md and docs/readme-service.md list them for clients):
+
+    status  code                 raised by
+    400     malformed_request    REST/OIP bodies that are not JSON
+    400     malformed_message    websocket: a frame that is not a JSON object
+    400     unknown_type         websocket: `type` missing or unknown
+    400     invalid_token        tokens: a resume token that does not verify
+    401     unauthorized         auth
+    404     not_found            unknown model or route
+    409     not_started          sessions: a command before `start`
+    409     already_started      sessions: a second `start`
+    409     no_observation       sessions: a forecast before any observation
+    409     token_mismatch       tokens: a genuine token for another model
+    413     payload_too_large    REST/OIP bodies over the limit
+    413     too_many_steps       websocket: more steps in one message than allowed
+    422     invalid_input        validation everywhere
+    503     overloaded           core admission (Retry-After)
+    503     not_ready            warming up, shutting down, batcher stopped (Retry-After)
+    503     too_many_sessions    sessions: the registry is full (websocket close 1013)
 """
 
 from __future__ import annotations
@@ -74,6 +95,53 @@ class Overloaded(ServiceError):
         self, message: str = "the server is at capacity; retry shortly", retry_after_s: int = 1
     ):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class MalformedMessage(ServiceError):
+    status = 400
+    code = "malformed_message"
+
+
+class UnknownType(ServiceError):
+    status = 400
+    code = "unknown_type"
+
+
+class InvalidToken(ServiceError):
+    status = 400
+    code = "invalid_token"
+
+
+class NotStarted(ServiceError):
+    status = 409
+    code = "not_started"
+
+
+class AlreadyStarted(ServiceError):
+    status = 409
+    code = "already_started"
+
+
+class NoObservation(ServiceError):
+    status = 409
+    code = "no_observation"
+
+
+class TokenMismatch(ServiceError):
+    """A genuine token, but for another model (name, version or shape)."""
+
+    status = 409
+    code = "token_mismatch"
+
+
+class TooManySteps(ServiceError):
+    status = 413
+    code = "too_many_steps"
+
+
+class SessionFull(ServiceError):
+    status = 503
+    code = "too_many_sessions"
 
 
 class NotReady(ServiceError):

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from service.core import InferenceCore, fit_scaler, scale_in, scale_out
-from service.errors import InvalidInput, ServiceError
+from service.errors import AlreadyStarted, InvalidInput, NoObservation, NotStarted, SessionFull
 from service.tokens import (
     BINARY_OUTPUT,
     OUTPUT_ON_REQUEST,
@@ -33,21 +33,6 @@ from service.tokens import (
 )
 
 log = logging.getLogger("gru_serve.sessions")
-
-
-class NotStarted(ServiceError):
-    status = 409
-    code = "not_started"
-
-
-class AlreadyStarted(ServiceError):
-    status = 409
-    code = "already_started"
-
-
-class NoObservation(ServiceError):
-    status = 409
-    code = "no_observation"
 
 
 class Phase(enum.Enum):
@@ -299,11 +284,6 @@ def _scale_out_one(
     if not (math.isfinite(m) and all(math.isfinite(u) for u in qs.values())):
         return None
     return np.array([[m]], np.float32), {q: np.array([[u]], np.float32) for q, u in qs.items()}
-
-
-class SessionFull(ServiceError):
-    status = 503
-    code = "too_many_sessions"
 
 
 class SessionHandle(Protocol):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from export.contract import ArtifactMeta
-from service.errors import InvalidInput, ServiceError
+from service.errors import InvalidInput, InvalidToken, TokenMismatch
 
 log = logging.getLogger("gru_serve.tokens")
 
@@ -46,18 +46,6 @@ RETURN_HIDDEN = 2
 TOKEN_EACH_OUTPUT = 4
 OUTPUT_ON_REQUEST = 8
 BINARY_OUTPUT = 16
-
-
-class InvalidToken(ServiceError):
-    status = 400
-    code = "invalid_token"
-
-
-class TokenMismatch(ServiceError):
-    """A genuine token, but for another model (name, version or shape)."""
-
-    status = 409
-    code = "token_mismatch"
 
 
 @dataclass

@@ -25,10 +25,16 @@ from fastapi import APIRouter, WebSocket
 from starlette import status as ws_status
 
 from service.core import InferenceCore
-from service.errors import InvalidInput, ServiceError
+from service.errors import (
+    InvalidInput,
+    MalformedMessage,
+    ServiceError,
+    SessionFull,
+    TooManySteps,
+    UnknownType,
+)
 from service.sessions import (
     Phase,
-    SessionFull,
     SessionRegistry,
     StepOutput,
     StreamOptions,
@@ -45,21 +51,6 @@ router = APIRouter(prefix="/v1", tags=["stream"])
 _STEP_HEADER = struct.Struct("<Q")  # binary output frame: step index, then float32 values
 _F32 = np.dtype("<f4")
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-class MalformedMessage(ServiceError):
-    status = 400
-    code = "malformed_message"
-
-
-class UnknownType(ServiceError):
-    status = 400
-    code = "unknown_type"
-
-
-class TooManySteps(ServiceError):
-    status = 413
-    code = "too_many_steps"
 
 
 class Fatal(Exception):
