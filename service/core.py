@@ -8,7 +8,7 @@ is delegated to the Batcher and the onnxruntime session to the Runtime.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -51,6 +51,27 @@ def scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | No
     if not np.isfinite(v).all():
         raise InvalidInput(TOO_LARGE, field)
     return v
+
+
+def to_data_units(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+    field: str | None,
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """A scaled mean (N, O) and scaled-space quantile offsets per level (one per row, (N,), or
+    one float for every row) -> (mean, {level: values}) in data units. The one place this
+    arithmetic lives: REST forecasts, stream steps and stream forecasts all come through here,
+    so their numbers agree. InvalidInput when a value leaves float32."""
+    mean = scale_out(mean_scaled, loc, scale, field)
+    quantiles = {
+        q: scale_out(
+            mean_scaled + (off[:, None] if isinstance(off, np.ndarray) else off), loc, scale, field
+        )
+        for q, off in offsets.items()
+    }
+    return mean, quantiles
 
 
 @dataclass
@@ -254,17 +275,30 @@ class InferenceCore:
         out = []
         for r, (loc, scale), h, f in zip(res, scalers, after, fields, strict=True):
             mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
-            out.append(
-                Forecast(
-                    mean=scale_out(mean_scaled, loc, scale, f),
-                    quantiles={
-                        q: scale_out(mean_scaled + off[:, None], loc, scale, f)
-                        for q, off in offsets.items()
-                    },
-                    state=SeriesState(h, loc, scale),
-                )
-            )
+            mean, quantiles = to_data_units(mean_scaled, offsets, loc, scale, f)
+            out.append(Forecast(mean=mean, quantiles=quantiles, state=SeriesState(h, loc, scale)))
         return out
+
+    async def fork(
+        self,
+        state: SeriesState,
+        next_y: np.ndarray,
+        horizon: int,
+        levels: Sequence[float] = (),
+    ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+        """A forecast from a position whose next-step prediction next_y (O,) (scaled) is already
+        known (a stream session's fork): next_y, then horizon - 1 steps rolled out from state.h
+        through the batcher like forecast()'s, admitted like any request. Returns (mean,
+        quantiles) in data units; nothing about `state` changes."""
+        with self.admit(1):
+            path = next_y[None, :]  # (1, O)
+            if horizon > 1:
+                # next_y fed back, then horizon - 2 more steps: rollout holds path[1:]
+                (r,) = await self.run_rows([path], [state.h], steps=horizon - 2)
+                rolled = r.rollout if r.rollout is not None else r.y[-1:]
+                path = np.concatenate([path, rolled], axis=0)  # (horizon, O)
+        offsets = self.quantile_offsets(levels, horizon) if levels else {}
+        return to_data_units(path, offsets, state.loc, state.scale, None)
 
     async def hidden(
         self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool

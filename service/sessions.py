@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.core import InferenceCore, fit_scaler, scale_in, scale_out
+from service.core import InferenceCore, SeriesState, fit_scaler, scale_in, to_data_units
 from service.errors import AlreadyStarted, InvalidInput, NoObservation, NotStarted, SessionFull
 from service.tokens import (
     BINARY_OUTPUT,
@@ -173,11 +173,7 @@ class StreamSession:
         if fast is not None:
             ys, qs = fast
         else:
-            ys = scale_out(r.y, self.loc, self.scale, "x")  # (T, O)
-            qs = {
-                q: scale_out(r.y + off, self.loc, self.scale, "x")
-                for q, off in self._offsets.items()
-            }
+            ys, qs = to_data_units(r.y, self._offsets, self.loc, self.scale, "x")  # (T, O)
         outs = []
         for t in range(T):
             if not wanted[t]:
@@ -204,30 +200,18 @@ class StreamSession:
         return outs
 
     async def forecast(self, horizon: int, levels: Sequence[float] | None = None) -> ForkForecast:
-        """Roll out `horizon` steps from the current state feeding predictions back; a fork:
-        the session's own state does not move."""
+        """Roll out `horizon` steps from the current state feeding predictions back, through the
+        core's batched rollout (InferenceCore.fork); a fork: the session's own state does not
+        move."""
         self.require_ready()
         if self.last_y is None:
             raise NoObservation("a forecast needs at least one observation (history or step)")
         horizon = self.core.check_horizon(horizon)
         levels = self.options.quantiles if levels is None else levels
         levels = self.core.check_quantiles(list(levels))
-        y, h = self.last_y[None, :], self.h  # (1, O), (L, H)
-        path = [y]
-        for _ in range(horizon - 1):
-            (r,) = await self.core.run_rows([y], [h])
-            y, h = r.y[-1:], r.h
-            path.append(y)
-        mean_scaled = np.concatenate(path, axis=0)  # (horizon, O)
-        offsets = self.core.quantile_offsets(levels, horizon) if levels else {}
-        return ForkForecast(
-            step=self.step,
-            mean=scale_out(mean_scaled, self.loc, self.scale, None),
-            quantiles={
-                q: scale_out(mean_scaled + off[:, None], self.loc, self.scale, None)
-                for q, off in offsets.items()
-            },
-        )
+        state = SeriesState(self.h, self.loc, self.scale)
+        mean, quantiles = await self.core.fork(state, self.last_y, horizon, levels)
+        return ForkForecast(step=self.step, mean=mean, quantiles=quantiles)
 
     # ---- tokens --------------------------------------------------------------------------
     def _token_state(self, h: np.ndarray, step: int, last_y: np.ndarray | None) -> TokenState:
