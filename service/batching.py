@@ -6,6 +6,10 @@ takes up to `max_rows` of them (closing a batch early only while the runtime is 
 `max_wait`), pads them to a common T with per-row `seq_lens`, runs once in a worker thread,
 and resolves each job's future with its own slice. While a run is in flight new jobs pile up,
 so batches grow with load by themselves (continuous batching).
+
+A forecast rollout advances at most `rollout_chunk` steps per worker call; a row with steps
+left goes back in the queue as a continuation, so rows that arrived meanwhile share the next
+runs instead of waiting behind the whole horizon.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from service.errors import BatcherStopped
 __all__ = ["Batcher", "BatchStats", "BatcherStopped", "JobResult"]
 
 log = logging.getLogger("gru_serve.batching")
+
+ROLLOUT_CHUNK = 32  # most rollout steps a row advances per worker call
 
 # (x [T, B, F], h0 [L, B, H], lens [B], want_seq) -> (y [T, B, O], h_n [L, B, H], h_seq [T, L, B, H] | None)
 RunFn = Callable[
@@ -49,8 +55,12 @@ class _Job:
     h: np.ndarray
     want_seq: bool
     future: asyncio.Future
-    steps: int = 0
+    steps: int = 0  # rollout steps still to do
     queued_at: float = field(default_factory=time.perf_counter)
+    # Set on a rollout's continuation (x is its last prediction (1, O), h the state after the
+    # row's last step): the original row's own result, and the rollout so far (1 + done, O).
+    first: JobResult | None = None
+    path: np.ndarray | None = None
 
 
 @dataclass
@@ -70,8 +80,12 @@ class Batcher:
         max_rows: int,
         max_wait_s: float,
         observer: Callable[[BatchStats], None] | None = None,
+        rollout_chunk: int = ROLLOUT_CHUNK,
     ) -> None:
+        if rollout_chunk < 1:
+            raise ValueError(f"rollout_chunk must be at least 1, got {rollout_chunk}")
         self._run = run
+        self.rollout_chunk = rollout_chunk
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._observer = observer
@@ -128,7 +142,8 @@ class Batcher:
 
         `steps` > 0 also rolls the row forward that many steps, feeding each prediction back
         as the next input (needs output_size == input_size), together with every other
-        rolling row of the batch: JobResult.rollout."""
+        rolling row of the batch: JobResult.rollout. A long rollout runs `rollout_chunk` steps
+        per worker call and re-queues itself in between, so other rows are not held behind it."""
         fut = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(BatcherStopped("the server is shutting down"))
@@ -163,8 +178,10 @@ class Batcher:
                 if not self._queue:
                     await self._wait(until_full=False)
                 # Give stragglers a moment, but only up to max_wait after the first arrival.
-                left = self._queue[0].queued_at + self.max_wait_s - time.perf_counter()
-                if len(self._queue) < self.max_rows and left > 0:
+                # A rollout's continuation does not wait: its row was gathered once already.
+                head = self._queue[0]
+                left = head.queued_at + self.max_wait_s - time.perf_counter()
+                if len(self._queue) < self.max_rows and left > 0 and head.first is None:
                     await self._wait(until_full=True, timeout=left)
                 jobs = [self._queue.popleft() for _ in range(min(self.max_rows, len(self._queue)))]
                 jobs = [j for j in jobs if not j.future.done()]  # caller gave up (cancelled)
@@ -212,8 +229,14 @@ class Batcher:
         results = run.result()
         compute = time.perf_counter() - started
         for j, r in zip(jobs, results, strict=True):
-            if not j.future.done():
+            if j.future.done():
+                continue
+            if isinstance(r, JobResult):
                 j.future.set_result(r)
+            elif self._closed:  # a rollout with steps left, but nothing runs any more
+                j.future.set_exception(BatcherStopped("the server is shutting down"))
+            else:  # a rollout with steps left: back in the queue, behind what arrived meanwhile
+                self._queue.append(r)
         self.runs += 1
         self.rows += len(jobs)
         if self._observer is not None:
@@ -222,10 +245,12 @@ class Batcher:
                 BatchStats(len(jobs), steps, [started - j.queued_at for j in jobs], compute)
             )
 
-    def _run_rows(self, jobs: list[_Job]) -> list[JobResult]:
-        """Worker thread: group rows of similar length (padding costs compute), run, split."""
-        out: list[JobResult | None] = [None] * len(jobs)
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i].x.shape[0])
+    def _run_rows(self, jobs: list[_Job]) -> list[JobResult | _Job]:
+        """Worker thread: group rows of similar length (padding costs compute), run, split;
+        then advance the rollouts. A rollout with steps left comes back as its continuation."""
+        out: list[JobResult | _Job | None] = [None] * len(jobs)
+        fresh = [i for i, j in enumerate(jobs) if j.first is None]  # continuations skip this
+        order = sorted(fresh, key=lambda i: jobs[i].x.shape[0])
         for group in _length_groups(order, [jobs[i].x.shape[0] for i in order]):
             rows = [jobs[i] for i in group]
             lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
@@ -245,19 +270,41 @@ class Batcher:
                 )
         rolling = [i for i, j in enumerate(jobs) if j.steps > 0]
         if rolling:
-            self._rollout([jobs[i] for i in rolling], [out[i] for i in rolling])  # type: ignore[misc]
+            advanced = self._rollout([jobs[i] for i in rolling], out, rolling)
+            for i, r in zip(rolling, advanced, strict=True):
+                out[i] = r
         return out  # type: ignore[return-value]
 
-    def _rollout(self, jobs: list[_Job], results: list[JobResult]) -> None:
-        """Worker thread: advance every rolling row of the batch together, one run per step;
-        rows leave the batch once their own number of steps is done."""
-        y_last = np.stack([r.y[-1] for r in results])  # (B, O)
-        h = np.stack([r.h for r in results], axis=1)  # (L, B, H)
+    def _rollout(
+        self, jobs: list[_Job], out: list[JobResult | _Job | None], idx: list[int]
+    ) -> list[JobResult | _Job]:
+        """Worker thread: advance every rolling row of the batch together, one run per step,
+        for at most `rollout_chunk` steps; rows leave the batch once their own steps are done.
+        Finished rows give their JobResult (rollout set), the others their continuation."""
+        firsts: list[JobResult] = []
+        prefixes: list[np.ndarray] = []
+        y_rows, h_rows = [], []
+        for j, i in zip(jobs, idx, strict=True):
+            if j.first is None:  # the row's own run just happened: it predicted path[0]
+                r = out[i]
+                assert isinstance(r, JobResult)
+                firsts.append(r)
+                prefixes.append(r.y[-1:])
+                y_rows.append(r.y[-1])
+                h_rows.append(r.h)
+            else:
+                assert j.path is not None
+                firsts.append(j.first)
+                prefixes.append(j.path)
+                y_rows.append(j.x[-1])
+                h_rows.append(j.h)
+        y_last = np.stack(y_rows)  # (B, O)
+        h = np.stack(h_rows, axis=1)  # (L, B, H)
         steps = np.array([j.steps for j in jobs])
-        paths = np.empty((int(steps.max()) + 1, *y_last.shape), np.float32)  # (1 + S, B, O)
-        paths[0] = y_last
+        S = min(int(steps.max()), self.rollout_chunk)
+        paths = np.empty((S, *y_last.shape), np.float32)  # (S, B, O): this call's steps
         active = np.arange(len(jobs))
-        for k in range(int(steps.max())):
+        for k in range(S):
             keep = steps[active] > k
             if not keep.all():
                 y_last, h, active = y_last[keep], h[:, keep], active[keep]
@@ -268,9 +315,29 @@ class Batcher:
                 False,
             )
             y_last = y[0]  # (B, O)
-            paths[k + 1, active] = y_last
-        for b, (r, n) in enumerate(zip(results, steps, strict=True)):
-            r.rollout = paths[: n + 1, b].copy()  # (1 + steps, O)
+            paths[k, active] = y_last
+        where = {int(b): c for c, b in enumerate(active)}  # still rolling after S steps
+        res: list[JobResult | _Job] = []
+        for b, (j, first, prefix) in enumerate(zip(jobs, firsts, prefixes, strict=True)):
+            n = min(int(steps[b]), S)
+            path = np.concatenate([prefix, paths[:n, b]])  # (1 + done, O)
+            if n == steps[b]:
+                first.rollout = path
+                res.append(first)
+            else:
+                c = where[b]
+                res.append(
+                    _Job(
+                        x=y_last[c][None].copy(),
+                        h=h[:, c].copy(),
+                        want_seq=False,
+                        future=j.future,
+                        steps=int(steps[b]) - n,
+                        first=first,
+                        path=path,
+                    )
+                )
+        return res
 
 
 def _resolve(fut: asyncio.Future) -> None:

@@ -239,6 +239,103 @@ def test_stop_fails_queued_jobs_and_refuses_new_ones():
     assert fake.calls == []
 
 
+class GatedRun(FakeRun):
+    """FakeRun whose first call runs `during` on the event loop and waits for it: whatever
+    `during` submits is queued while that run is in the worker, deterministically."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, during) -> None:
+        super().__init__()
+        self.loop, self.during = loop, during
+
+    def __call__(self, x, h0, lens, want_seq):
+        if not self.calls:
+            done = threading.Event()
+            self.loop.call_soon_threadsafe(lambda: (self.during(), done.set()))
+            assert done.wait(GUARD_S)
+        return super().__call__(x, h0, lens, want_seq)
+
+
+def rollouts(chunk: int, horizons: list[int]) -> tuple[list[JobResult], list[tuple[int, int]]]:
+    """Rows 0.01 * (i + 1) with a rollout of horizons[i] steps each, all submitted at once."""
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=16, max_wait_s=0.0, rollout_chunk=chunk)
+        futures = [
+            b.submit(*job(0.01 * (i + 1), T=2 + i % 3, h=0.001 * i), steps=n)
+            for i, n in enumerate(horizons)
+        ]
+        results = await asyncio.gather(*futures)
+        await b.stop()
+        return results
+
+    return run(main()), fake.calls
+
+
+def test_chunked_rollouts_equal_unchunked_ones_exactly():
+    horizons = [0, 1, 5, 31, 32, 33, 70]
+    whole, whole_calls = rollouts(10_000, horizons)
+    for chunk in (1, 4, 32):
+        chunked, calls = rollouts(chunk, horizons)
+        assert max(T for _, T in calls) == 4  # the histories ran once, never again
+        for a, b in zip(whole, chunked, strict=True):
+            np.testing.assert_array_equal(a.y, b.y)
+            np.testing.assert_array_equal(a.h, b.h)
+            if a.rollout is None:
+                assert b.rollout is None
+            else:
+                assert b.rollout is not None and b.rollout.shape == a.rollout.shape
+                np.testing.assert_array_equal(a.rollout, b.rollout)
+        # a rollout step of each row runs once in either case: only the grouping differs
+        rolled = sum(B for B, T in calls if T == 1)
+        assert rolled == sum(B for B, T in whole_calls if T == 1) == sum(horizons)
+    assert [r.rollout.shape[0] if r.rollout is not None else 0 for r in whole] == [
+        0 if n == 0 else n + 1 for n in horizons
+    ]
+
+
+def test_row_submitted_during_a_long_rollout_runs_before_it_finishes():
+    """A 64-step rollout in chunks of 8: a plain row and a short rollout submitted while its
+    first chunk runs are answered long before it, and the short one shares its rolling runs."""
+    finished: list[str] = []
+
+    async def main():
+        b: Batcher | None = None
+        late: list[asyncio.Future] = []
+
+        def submit_late():
+            assert b is not None
+            for name, steps in (("plain", 0), ("short", 3)):
+                f = b.submit(*job(0.5, T=2), steps=steps)
+                f.add_done_callback(lambda _, n=name: finished.append(n))
+                late.append(f)
+
+        fake = GatedRun(asyncio.get_running_loop(), submit_late)
+        b = await started(fake, max_rows=8, max_wait_s=0.0, rollout_chunk=8)
+        long = b.submit(*job(0.001, T=3), steps=64)
+        long.add_done_callback(lambda _: finished.append("long"))
+        long_result = await long
+        late_results = await asyncio.gather(*late)
+        await b.stop()
+        return long_result, late_results, fake.calls
+
+    long_result, (plain, short), calls = run(main())
+    assert finished == ["plain", "short", "long"]
+    # the late rows ran in the second worker call: after the first chunk, before the second
+    first_chunk = 1 + 8  # the long row's history, then 8 rollout steps
+    assert calls[:first_chunk] == [(1, 3)] + [(1, 1)] * 8
+    assert calls[first_chunk] == (2, 2)  # both late rows' histories together
+    assert calls[first_chunk + 1 : first_chunk + 4] == [(2, 1)] * 3  # short rolls with long
+    assert calls[first_chunk + 4] == (1, 1)
+    assert long_result.rollout is not None and long_result.rollout.shape == (65, 1)
+    assert plain.rollout is None
+    assert short.rollout is not None and short.rollout.shape == (4, 1)
+    # numbers as if each row had run alone
+    y, h = FakeRun.expected(*job(0.5, T=2))
+    np.testing.assert_array_equal(plain.y, y)
+    np.testing.assert_array_equal(plain.h, h)
+
+
 # ---- the core on the real runtime ---------------------------------------------------------------
 FORECASTS = [  # (series, horizon): different lengths and horizons
     ([1.0, 2.0, 3.0, 2.0, 1.0], 3),
