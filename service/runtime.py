@@ -138,6 +138,15 @@ class Runtime:
             raise ArtifactError(
                 f"{self.path}: opset {meta.opset}, this server serves opset {OPSET}"
             )
+        if meta.output_size != meta.input_size:
+            # Forecasts feed each prediction back as the next input (the batcher's rollout):
+            # a head of another width cannot roll out, and would fail every row it shares a
+            # run with. Such an artifact is not a gru-serve forecaster: refuse it here.
+            raise ArtifactError(
+                f"{self.path}: output_size {meta.output_size} != input_size {meta.input_size}; "
+                "gru-serve forecasts by feeding each prediction back as the next input, so the "
+                "head must predict the next observation (output_size == input_size)"
+            )
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
         expected = {

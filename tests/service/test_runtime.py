@@ -231,6 +231,9 @@ def _bad_artifact(kind: str, tmp_path, tiny_artifact):
         return _edit_metadata(tiny_artifact, path, hidden_size=16), "disagrees with metadata"
     if kind == "bad-quantiles":
         return _edit_metadata(tiny_artifact, path, quantile_levels=[0.1]), "quantile"
+    if kind == "cannot-roll-out":
+        write_tiny_artifact(path, "cho2014", 0, input_size=1, output_size=2)
+        return path, "output_size 2 != input_size 1"
     if kind == "not-gru":
         return _identity_model(path), "metadata"
     if kind == "directory":
@@ -251,6 +254,7 @@ BAD_KINDS = [
     "size-mismatch",
     "bad-quantiles",
     "not-gru",
+    "cannot-roll-out",
     "directory",
 ]
 
