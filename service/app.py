@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.auth import ApiKeyAuth
 from service.core import InferenceCore
 from service.errors import InvalidInput, MalformedRequest, ServiceError, error_body
+from service.fastpath import ForecastFastPath
 from service.logs import RequestContext
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.metrics = Metrics()  # per app: tests build many apps in one process
     _install_error_handlers(app)
     _install_docs(app)
+    app.add_middleware(ForecastFastPath)  # innermost: behind the body limit, keys, CORS
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_operations(app, settings)
     for module in (health, models, forecast, hidden, timeseries, oip, stream):

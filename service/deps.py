@@ -41,7 +41,11 @@ def readiness(state) -> tuple[bool, str | None]:
 async def get_core(request: Request) -> InferenceCore:
     """The core, once the model is warmed up; 503 before (and while shutting down, or once
     the batcher has died)."""
-    state = request.app.state
+    return core_of(request.app.state)
+
+
+def core_of(state) -> InferenceCore:
+    """`get_core` on the app's state (the hot path in service.fastpath calls it directly)."""
     if state.ready and state.core.batcher.alive:
         return state.core
     _, why = readiness(state)

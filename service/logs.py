@@ -170,16 +170,21 @@ class RequestContext:
 def route_table(app) -> list[tuple[str, frozenset[str], str]]:
     """Every route as (path template, methods, 'http' | 'websocket'), included routers
     flattened (FastAPI >= 0.120 wraps them; older ones list their routes directly)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-
-        routes = [(c.path, c.methods, c.original_route) for c in iter_route_contexts(app.routes)]
-    except ImportError:
-        routes = [(getattr(r, "path", None), getattr(r, "methods", None), r) for r in app.routes]
     out = []
-    for path, methods, original in routes:
+    for path, methods, original in route_objects(app.routes):
         if path is None:
             continue
         kind = "websocket" if isinstance(original, WebSocketRoute | APIWebSocketRoute) else "http"
         out.append((path, frozenset(methods or ()), kind))
     return out
+
+
+def route_objects(routes) -> list[tuple[str | None, set[str] | None, object]]:
+    """(path template, methods, route object) for every route, included routers flattened
+    (FastAPI >= 0.120 wraps them; older ones list their routes directly)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        return [(c.path, c.methods, c.original_route) for c in iter_route_contexts(routes)]
+    except ImportError:
+        return [(getattr(r, "path", None), getattr(r, "methods", None), r) for r in routes]

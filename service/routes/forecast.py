@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic_core import to_json
 
-from service.core import Forecast, SeriesState
+from service.core import Forecast, InferenceCore, SeriesState
 from service.deps import CoreDep
 from service.errors import InvalidInput
 from service.schemas import (
@@ -27,6 +27,12 @@ router = APIRouter(prefix="/v1", tags=["forecast"])
 )
 async def create_forecast(req: ForecastRequest, core: CoreDep) -> Response:
     """Forecast `horizon` steps after each series, with optional quantiles and states."""
+    return Response(await forecast_json(req, core), media_type="application/json")
+
+
+async def forecast_json(req: ForecastRequest, core: InferenceCore) -> bytes:
+    """The answer's JSON bytes (or a ServiceError): shared by the route and the hot path
+    (service.fastpath), which answers the same requests without FastAPI's request handling."""
     s = core.settings
     if len(req.series) > s.max_items:
         raise InvalidInput(
@@ -53,7 +59,7 @@ async def create_forecast(req: ForecastRequest, core: CoreDep) -> Response:
     # the decorator for the OpenAPI schema.
     forecasts = [_forecast_out(r, req.return_state) for r in results]
     body = {"model": core.meta.name, "version": core.meta.version, "forecasts": forecasts}
-    return Response(to_json(body), media_type="application/json")
+    return to_json(body)
 
 
 def _forecast_out(r: Forecast, with_state: bool) -> dict:
