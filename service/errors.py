@@ -4,7 +4,7 @@ REST: {"error": {"code": ..., "message": ..., "field": ...}}. The websocket send
 code and message in an `error` message; the OIP routes use the protocol's {"error": "..."}.
 
 Every ServiceError subclass lives here, so this module is the one table of codes
-(docs/protocol.md and docs/readme-service.md list them for clients):
+(docs/protocol.md and README.md list them for clients):
 
     status  code                 raised by
     400     malformed_request    REST/OIP bodies that are not JSON
