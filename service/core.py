@@ -8,6 +8,7 @@ is delegated to the Batcher and the onnxruntime session to the Runtime.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +24,28 @@ from service.settings import Settings
 TOO_LARGE = "values too large to scale: the scaled values or results exceed float32's range"
 
 
+def _finite(v: np.ndarray) -> bool:
+    """np.isfinite(v).all(); in plain Python for a few values, where numpy's fixed costs
+    (the ufunc, then ndarray.all's wrapper) outweigh the check."""
+    if v.size <= 16:
+        return all(map(math.isfinite, v.ravel().tolist()))
+    return bool(np.isfinite(v).all())
+
+
+# The public helpers set their own errstate; the underscored ones leave it to the caller, so
+# a request's whole preparation (or answer) pays for one errstate instead of one per call.
+
+
 def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
     """The artifact's scaler fitted on x (T, F) (in float64 where float32 overflows);
     InvalidInput when loc or scale do not fit in float32."""
     with np.errstate(over="ignore", invalid="ignore"):
-        loc, scale = meta.scaler.fit(x)
-    if not (np.isfinite(loc).all() and np.isfinite(scale).all()):
+        return _fit_scaler(meta, x, field)
+
+
+def _fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    loc, scale = meta.scaler.fit(x)
+    if not (_finite(loc) and _finite(scale)):
         raise InvalidInput(TOO_LARGE, field)
     return loc, scale
 
@@ -36,19 +53,27 @@ def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarra
 def scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
     """(x - loc) / scale in float32; redone in float64 when x - loc overflows float32 midway."""
     with np.errstate(over="ignore", invalid="ignore"):
-        z = (x - loc) / scale
-        if not np.isfinite(z).all():
-            z = ((x.astype(np.float64) - loc) / scale).astype(np.float32)
-    if not np.isfinite(z).all():
-        raise InvalidInput(TOO_LARGE, field)
+        return _scale_in(x, loc, scale, field)
+
+
+def _scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
+    z = (x - loc) / scale
+    if not _finite(z):
+        z = ((x.astype(np.float64) - loc) / scale).astype(np.float32)
+        if not _finite(z):
+            raise InvalidInput(TOO_LARGE, field)
     return z
 
 
 def scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
     """y * scale + loc (model units -> data units); InvalidInput when it leaves float32."""
     with np.errstate(over="ignore", invalid="ignore"):
-        v = y * scale + loc
-    if not np.isfinite(v).all():
+        return _scale_out(y, loc, scale, field)
+
+
+def _scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
+    v = y * scale + loc
+    if not _finite(v):
         raise InvalidInput(TOO_LARGE, field)
     return v
 
@@ -64,14 +89,61 @@ def to_data_units(
     one float for every row) -> (mean, {level: values}) in data units. The one place this
     arithmetic lives: REST forecasts, stream steps and stream forecasts all come through here,
     so their numbers agree. InvalidInput when a value leaves float32."""
-    mean = scale_out(mean_scaled, loc, scale, field)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _to_data_units(mean_scaled, offsets, loc, scale, field)
+
+
+def _to_data_units(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+    field: str | None,
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    if offsets and _all_f32(mean_scaled, offsets, loc, scale):
+        # All float32: the mean and every level stacked in one array, through the same
+        # float32 operations element for element (so the same bits), checked once.
+        out = np.empty((1 + len(offsets), *mean_scaled.shape), np.float32)
+        out[0] = mean_scaled
+        for k, off in enumerate(offsets.values(), 1):
+            np.add(mean_scaled, off[:, None] if isinstance(off, np.ndarray) else off, out=out[k])
+        np.multiply(out, scale, out=out)
+        np.add(out, loc, out=out)
+        if not _finite(out):
+            raise InvalidInput(TOO_LARGE, field)
+        return out[0], dict(zip(offsets, out[1:], strict=True))
+    mean = _scale_out(mean_scaled, loc, scale, field)
     quantiles = {
-        q: scale_out(
+        q: _scale_out(
             mean_scaled + (off[:, None] if isinstance(off, np.ndarray) else off), loc, scale, field
         )
         for q, off in offsets.items()
     }
     return mean, quantiles
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _all_f32(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+) -> bool:
+    """Whether the stacked path computes in the general path's dtypes: float32 arrays, and
+    offsets that are float32 (N,) arrays or Python floats (weak scalars, added in float32)."""
+    if not (mean_scaled.dtype == _F32 and loc.dtype == _F32 and scale.dtype == _F32):
+        return False
+    if mean_scaled.ndim != 2:
+        return False
+    for off in offsets.values():
+        if isinstance(off, np.ndarray):
+            if off.dtype != _F32 or off.shape != mean_scaled.shape[:1]:
+                return False
+        elif type(off) is not float:
+            return False
+    return True
 
 
 @dataclass
@@ -261,11 +333,15 @@ class InferenceCore:
         fields = fields or [f"series.{i}" for i in range(len(series))]
         with self.admit(len(series)):
             scaled, h0s, scalers = [], [], []
-            for x, st, f in zip(series, states, fields, strict=True):
-                loc, scale = (st.loc, st.scale) if st is not None else fit_scaler(self.meta, x, f)
-                scaled.append(scale_in(x, loc, scale, f))
-                h0s.append(st.h if st is not None else self.zero_state())
-                scalers.append((loc, scale))
+            with np.errstate(over="ignore", invalid="ignore"):
+                for x, st, f in zip(series, states, fields, strict=True):
+                    if st is not None:
+                        loc, scale = st.loc, st.scale
+                    else:
+                        loc, scale = _fit_scaler(self.meta, x, f)
+                    scaled.append(_scale_in(x, loc, scale, f))
+                    h0s.append(st.h if st is not None else self.zero_state())
+                    scalers.append((loc, scale))
             # The history, then horizon - 1 steps feeding the prediction back, all inside the
             # batcher's worker: one event-loop round trip per series, and the rollouts of every
             # concurrent request still advance together step by step.
@@ -273,10 +349,12 @@ class InferenceCore:
         after = [r.h for r in res]  # state after the history: what return_state gives back
         offsets = self.quantile_offsets(levels, horizon) if levels else {}
         out = []
-        for r, (loc, scale), h, f in zip(res, scalers, after, fields, strict=True):
-            mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
-            mean, quantiles = to_data_units(mean_scaled, offsets, loc, scale, f)
-            out.append(Forecast(mean=mean, quantiles=quantiles, state=SeriesState(h, loc, scale)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for r, (loc, scale), h, f in zip(res, scalers, after, fields, strict=True):
+                mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
+                mean, quantiles = _to_data_units(mean_scaled, offsets, loc, scale, f)
+                state = SeriesState(h, loc, scale)
+                out.append(Forecast(mean=mean, quantiles=quantiles, state=state))
         return out
 
     async def fork(
