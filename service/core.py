@@ -368,13 +368,13 @@ class InferenceCore:
         known (a stream session's fork): next_y, then horizon - 1 steps rolled out from state.h
         through the batcher like forecast()'s, admitted like any request. Returns (mean,
         quantiles) in data units; nothing about `state` changes."""
-        with self.admit(1):
-            path = next_y[None, :]  # (1, O)
-            if horizon > 1:
+        path = next_y[None, :]  # (1, O)
+        if horizon > 1:  # horizon 1 is already known: nothing to run, nothing to admit
+            with self.admit(1):
                 # next_y fed back, then horizon - 2 more steps: rollout holds path[1:]
                 (r,) = await self.run_rows([path], [state.h], steps=horizon - 2)
-                rolled = r.rollout if r.rollout is not None else r.y[-1:]
-                path = np.concatenate([path, rolled], axis=0)  # (horizon, O)
+            rolled = r.rollout if r.rollout is not None else r.y[-1:]
+            path = np.concatenate([path, rolled], axis=0)  # (horizon, O)
         offsets = self.quantile_offsets(levels, horizon) if levels else {}
         return to_data_units(path, offsets, state.loc, state.scale, None)
 

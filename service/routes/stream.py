@@ -208,7 +208,10 @@ class Connection:
                     await self._execute(cmd)
                     self._errors = 0
                 except ServiceError as e:
-                    self._errors += 1
+                    # 503s (overloaded, not ready) are the server's state, not the client's
+                    # fault: they must not push a well-behaved session towards the 1008 close.
+                    if e.status != 503:
+                        self._errors += 1
                     await self._send_text(error_json(e))
                     if self._errors >= self.settings.max_stream_errors:
                         await self._close(

@@ -315,6 +315,24 @@ def test_stream_repeated_errors_close_1008_with_token(make_client):
     assert seen[-1]["step"] == 1 and seen[-1]["token"]
 
 
+def test_stream_overload_errors_do_not_count_towards_1008(make_client):
+    c = make_client(max_stream_errors=3, max_queue_rows=4)
+    core = c.app.state.core
+    with c.websocket_connect("/v1/stream") as ws:
+        start(ws, history=HISTORY)
+        core.inflight_rows = 4  # the server is full: forecasts are refused with 503-class errors
+        try:
+            for _ in range(5):  # more than max_stream_errors, and no close follows
+                ws.send_json({"type": "forecast", "horizon": 3})
+                err = ws.receive_json()
+                assert (err["type"], err["code"]) == ("error", "overloaded")
+        finally:
+            core.inflight_rows = 0
+        ws.send_json({"type": "forecast", "horizon": 3})
+        answer = ws.receive_json()
+    assert answer["type"] == "forecast" and len(answer["mean"]) == 3
+
+
 def test_stream_message_too_big_closes_1009(make_client):
     c = make_client(max_message_bytes=1024)
     with c.websocket_connect("/v1/stream") as ws:
