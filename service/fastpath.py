@@ -24,7 +24,8 @@ from service.routes.forecast import forecast_json
 from service.schemas import ForecastRequest
 
 FORECAST_PATH = "/v1/forecast"
-_JSON = b"application/json"
+_JSON = {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
+# (clients such as Java's and .NET's add the charset; its only valid JSON value is UTF-8)
 
 
 class ForecastFastPath:
@@ -43,7 +44,7 @@ class ForecastFastPath:
             return
         for name, value in scope["headers"]:
             if name == b"content-type":
-                if value == _JSON:
+                if value.lower() in _JSON:
                     break
                 await self.app(scope, receive, send)  # other media types: FastAPI decides
                 return

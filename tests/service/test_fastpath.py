@@ -1,6 +1,7 @@
 """The hot path for POST /v1/forecast (service.fastpath) answers exactly as the FastAPI route
-does: same status, body and headers for valid and invalid bodies alike. A content type with
-parameters (`; charset=utf-8`) is left to FastAPI, so the same body through both is compared."""
+does: same status, body and headers for valid and invalid bodies alike. A JSON media type
+other than application/json (`application/vnd.gru+json`) is left to FastAPI, so the same body
+through both is compared."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from service.app import create_app
 from service.settings import Settings
 
 FAST = {"content-type": "application/json"}
-ROUTE = {"content-type": "application/json; charset=utf-8"}
+ROUTE = {"content-type": "application/vnd.gru+json"}
 H_OK = [[0.0] * 8, [0.0] * 8]  # the tiny model: 2 layers x 8 units
 
 BODIES = [
@@ -79,9 +80,29 @@ def test_same_answer_as_the_route(limited, body, monkeypatch):
     assert fast.content == route.content
     for name in ("content-type", "content-length", "retry-after"):
         assert fast.headers.get(name) == route.headers.get(name)
-    assert len(taken) <= 1  # the FastAPI route (charset) never goes through the hot path
+    assert len(taken) <= 1  # the FastAPI route (vnd.gru+json) never goes through the hot path
     if fast.status_code == 200 and body.startswith(b"{"):  # not a BOM or UTF-16 body
         assert taken == [1]  # a valid UTF-8 body was answered by the hot path
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"],
+)
+def test_json_with_utf8_charset_takes_the_hot_path(make_client, monkeypatch, content_type):
+    client = make_client()
+    taken = []
+    answer = service.fastpath.forecast_json
+
+    async def spy(req, core):
+        taken.append(1)
+        return await answer(req, core)
+
+    monkeypatch.setattr(service.fastpath, "forecast_json", spy)
+    body = json.dumps(BODIES[0]).encode()
+    fast = client.post("/v1/forecast", content=body, headers={"content-type": content_type})
+    route = client.post("/v1/forecast", content=body, headers=ROUTE)
+    assert taken == [1] and fast.status_code == 200 and fast.content == route.content
 
 
 def test_not_ready_is_the_same(make_client):
