@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +51,12 @@ class Server:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(line.split()[1]) * 1024 / 1e6
         return out
+
+    def batch_counters(self) -> tuple[float, float]:
+        """(sum, count) of the service's gru_batch_rows histogram: rows and onnxruntime runs."""
+        text = self.get("/metrics").decode()
+        found = dict(re.findall(r"^gru_batch_rows_(sum|count)\s+(\S+)$", text, re.M))
+        return float(found.get("sum", "nan")), float(found.get("count", "nan"))
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) the server process has used so far."""
@@ -110,3 +117,9 @@ def artifact() -> tuple[Path, str]:
     path = Path(tempfile.mkdtemp()) / "tiny.onnx"
     write_tiny_artifact(path)
     return path, "tiny random artifact (2 layers x 8 units; bundled one absent)"
+
+
+def mean_rows(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Mean rows per onnxruntime run between two batch_counters() readings."""
+    runs = after[1] - before[1]
+    return (after[0] - before[0]) / runs if runs else None

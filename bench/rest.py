@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 
 from bench import procs
@@ -28,25 +27,14 @@ def request_body(length: int, horizon: int) -> bytes:
     return json.dumps({"series": [series], "horizon": horizon, "quantiles": [0.1, 0.9]}).encode()
 
 
-def batch_counters(server: procs.Server) -> tuple[float, float]:
-    """(sum, count) of the service's gru_batch_rows histogram: rows and onnxruntime runs."""
-    text = server.get("/metrics").decode()
-    found = dict(re.findall(r"^gru_batch_rows_(sum|count)\s+(\S+)$", text, re.M))
-    return float(found.get("sum", "nan")), float(found.get("count", "nan"))
-
-
 def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: bool) -> list[dict]:
     rows = []
     for clients in levels:
-        before = batch_counters(server) if batches else None
+        before = server.batch_counters() if batches else None
         cpu0 = server.cpu_s()
         r = run_load(server.port, PATH, body, clients, seconds)
         cpu = server.cpu_s() - cpu0  # warm-up included: divided by every request answered
-        mean_batch = None
-        if batches:
-            after = batch_counters(server)
-            runs = after[1] - before[1]
-            mean_batch = (after[0] - before[0]) / runs if runs else None
+        mean_batch = procs.mean_rows(before, server.batch_counters()) if before else None
         rows.append(
             {
                 "clients": clients,

@@ -19,7 +19,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import struct
 import sys
 import time
@@ -186,12 +185,6 @@ def run_load(port: int, sessions: int, with_start: bool, seconds: float, warmup_
 
 
 # ---- measuring ------------------------------------------------------------------------------------------
-def batch_counters(server: procs.Server) -> tuple[float, float]:
-    text = server.get("/metrics").decode()
-    found = dict(re.findall(r"^gru_batch_rows_(sum|count)\s+(\S+)$", text, re.M))
-    return float(found.get("sum", "nan")), float(found.get("count", "nan"))
-
-
 def _pct_ms(lat: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(lat, q) * 1000), 2) if len(lat) else None
 
@@ -199,15 +192,11 @@ def _pct_ms(lat: np.ndarray, q: float) -> float | None:
 def measure(server: procs.Server, levels, seconds: float, is_service: bool) -> list[dict]:
     rows = []
     for sessions in levels:
-        before = batch_counters(server) if is_service else None
+        before = server.batch_counters() if is_service else None
         cpu0 = server.cpu_s()
         lat, answered = run_load(server.port, sessions, is_service, seconds)
         cpu = server.cpu_s() - cpu0  # connects and warm-up included: divided by every step
-        mean_rows = None
-        if is_service:
-            after = batch_counters(server)
-            runs = after[1] - before[1]
-            mean_rows = (after[0] - before[0]) / runs if runs else None
+        mean_rows = procs.mean_rows(before, server.batch_counters()) if before else None
         rows.append(
             {
                 "sessions": sessions,

@@ -54,6 +54,16 @@ def wait_ready(client: TestClient, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 # ---- a real server process (ServerProcess and launch: tests/servers.py) ----------------------------
+def batch_rows(metrics_text: str) -> tuple[float, float]:
+    """(rows, onnxruntime runs) so far, from /metrics' gru_batch_rows histogram _sum and _count."""
+    values = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("gru_batch_rows_sum", "gru_batch_rows_count"):
+            values[name] = float(value)
+    return values["gru_batch_rows_sum"], values["gru_batch_rows_count"]
+
+
 def serve_command(**flags) -> list[str]:
     """`gru-serve serve --flag value ...` (flag names as Settings fields, underscores allowed)."""
     cmd = [str(GRU_SERVE)] if GRU_SERVE.exists() else [sys.executable, "-m", "service.cli"]

@@ -9,6 +9,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
+from service_helpers import batch_rows
 
 from service.batching import Batcher, BatcherStopped, JobResult
 from service.core import InferenceCore, SeriesState
@@ -540,13 +541,13 @@ def test_concurrent_http_requests_match_sequential_ones(serve_process):
                 r = await c.post(path, json=body)
                 assert r.status_code == 200, r.text
                 alone.append(r.json())
-            before = _batch_rows((await c.get("/metrics")).text)
+            before = batch_rows((await c.get("/metrics")).text)
             rounds = []
             for _ in range(3):
                 rs = await asyncio.gather(*[c.post(p, json=b) for p, b in requests])
                 assert all(r.status_code == 200 for r in rs)
                 rounds.append([r.json() for r in rs])
-            after = _batch_rows((await c.get("/metrics")).text)
+            after = batch_rows((await c.get("/metrics")).text)
             return alone, rounds, before, after
 
     alone, rounds, before, after = run(main())
@@ -558,16 +559,6 @@ def test_concurrent_http_requests_match_sequential_ones(serve_process):
             na, nb = _numbers(a), _numbers(b)
             assert na.shape == nb.shape and na.size > 0
             assert np.max(np.abs(na - nb)) <= 1e-6
-
-
-def _batch_rows(metrics_text: str) -> tuple[float, float]:
-    """(rows, runs) so far, from the gru_batch_rows histogram's _sum and _count."""
-    values = {}
-    for line in metrics_text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("gru_batch_rows_sum", "gru_batch_rows_count"):
-            values[name] = float(value)
-    return values["gru_batch_rows_sum"], values["gru_batch_rows_count"]
 
 
 @pytest.mark.parametrize("path", ["/v1/forecast", "/v1/hidden"])

@@ -11,6 +11,7 @@ import re
 import httpx
 import numpy as np
 import pytest
+from service_helpers import batch_rows
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -47,10 +48,7 @@ async def close_code(ws) -> tuple[int, list]:
 
 
 def batch_totals(server) -> tuple[float, float]:
-    text = httpx.get(server.base_url + "/metrics", timeout=5).text
-    total = float(re.search(r"^gru_batch_rows_sum (\S+)$", text, re.M).group(1))
-    runs = float(re.search(r"^gru_batch_rows_count (\S+)$", text, re.M).group(1))
-    return total, runs
+    return batch_rows(httpx.get(server.base_url + "/metrics", timeout=5).text)
 
 
 def series(n_sessions: int, length: int, seed: int = 1) -> np.ndarray:
