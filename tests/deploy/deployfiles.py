@@ -11,6 +11,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,3 +200,15 @@ def read_dockerignore() -> list[str]:
 
 def yaml_docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def target_requirements(target: str) -> list[str]:
+    """The image target's dependency lines, as deploy/requirements.py writes them for pip."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "requirements.py"), target],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return proc.stdout.split()

@@ -19,6 +19,7 @@ from deployfiles import (
     parse_copy,
     read_dockerignore,
     settings_fields,
+    target_requirements,
     validate_settings,
 )
 
@@ -42,17 +43,6 @@ def hadolint(path: Path) -> list[dict]:
     findings = json.loads(proc.stdout or "[]")
     assert (proc.returncode == 0) == (findings == []), proc.stderr
     return findings
-
-
-def requirements(target: str) -> list[str]:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "requirements.py"), target],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    return proc.stdout.split()
 
 
 def req_name(requirement: str) -> str:
@@ -136,7 +126,7 @@ def test_env_names_are_settings(dockerfile: Dockerfile):
 def test_each_target_gets_one_onnxruntime_and_no_torch(dockerfile: Dockerfile):
     base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     others = {req_name(r) for r in base} - {"onnxruntime", "onnxruntime-gpu"}
-    cpu, gpu = requirements("cpu"), requirements("gpu")
+    cpu, gpu = target_requirements("cpu"), target_requirements("gpu")
     assert {req_name(r) for r in cpu} == others | {"onnxruntime"}
     assert {req_name(r) for r in gpu} == others | {"onnxruntime-gpu"}
     assert any(r.startswith("onnxruntime-gpu[cuda,cudnn]") for r in gpu)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from deployfiles import ROOT, Dockerfile
+from deployfiles import ROOT, Dockerfile, target_requirements
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from servers import READY_TIMEOUT_S, get_status, launch
@@ -26,15 +25,8 @@ from servers import READY_TIMEOUT_S, get_status, launch
 ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
 
 
-def target_requirements(target: str) -> list[Requirement]:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "requirements.py"), target],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    return [Requirement(line) for line in proc.stdout.split()]
+def parsed_requirements(target: str) -> list[Requirement]:
+    return [Requirement(line) for line in target_requirements(target)]
 
 
 def installed(name: str) -> md.Distribution:
@@ -78,14 +70,14 @@ def site_with_only(dists: dict[str, md.Distribution], where: Path) -> Path:
 
 
 def test_cpu_requirements_pull_in_no_training_packages():
-    names = set(closure(target_requirements("cpu")))
+    names = set(closure(parsed_requirements("cpu")))
     assert not names & {"torch", "onnx", "pandas", "statsmodels", "matplotlib", "pytest"}
 
 
 def test_server_runs_on_the_cpu_image_dependencies_alone(
     dockerfile: Dockerfile, tiny_artifact: Path, tmp_path: Path
 ):
-    site = site_with_only(closure(target_requirements("cpu")), tmp_path / "site")
+    site = site_with_only(closure(parsed_requirements("cpu")), tmp_path / "site")
     assert not (site / "torch").exists() and not (site / "onnx").exists()
     image = dockerfile.image("cpu")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRU_SERVE_", "PYTHON"))}

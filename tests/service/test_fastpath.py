@@ -64,9 +64,10 @@ def limited(tiny_artifact):
         yield client
 
 
-@pytest.mark.parametrize("body", [json.dumps(b).encode() for b in BODIES] + RAW)
-def test_same_answer_as_the_route(limited, body, monkeypatch):
-    taken = []
+@pytest.fixture
+def hot_path_calls(monkeypatch) -> list[int]:
+    """Grows by one each time the hot path answers a request itself."""
+    taken: list[int] = []
     answer = service.fastpath.forecast_json
 
     async def spy(req, core):
@@ -74,6 +75,12 @@ def test_same_answer_as_the_route(limited, body, monkeypatch):
         return await answer(req, core)
 
     monkeypatch.setattr(service.fastpath, "forecast_json", spy)
+    return taken
+
+
+@pytest.mark.parametrize("body", [json.dumps(b).encode() for b in BODIES] + RAW)
+def test_same_answer_as_the_route(limited, body, hot_path_calls):
+    taken = hot_path_calls
     fast = limited.post("/v1/forecast", content=body, headers=FAST)
     route = limited.post("/v1/forecast", content=body, headers=ROUTE)
     assert fast.status_code == route.status_code
@@ -89,16 +96,9 @@ def test_same_answer_as_the_route(limited, body, monkeypatch):
     "content_type",
     ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"],
 )
-def test_json_with_utf8_charset_takes_the_hot_path(make_client, monkeypatch, content_type):
+def test_json_with_utf8_charset_takes_the_hot_path(make_client, hot_path_calls, content_type):
     client = make_client()
-    taken = []
-    answer = service.fastpath.forecast_json
-
-    async def spy(req, core):
-        taken.append(1)
-        return await answer(req, core)
-
-    monkeypatch.setattr(service.fastpath, "forecast_json", spy)
+    taken = hot_path_calls
     body = json.dumps(BODIES[0]).encode()
     fast = client.post("/v1/forecast", content=body, headers={"content-type": content_type})
     route = client.post("/v1/forecast", content=body, headers=ROUTE)
