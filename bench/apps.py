@@ -16,6 +16,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
+from service.core import quantile_offsets
 from service.runtime import Runtime
 from service.schemas import ForecastRequest, ForecastResponse, SeriesForecast
 from service.settings import Settings
@@ -55,7 +56,6 @@ def floor_app(runtime: Runtime) -> FastAPI:
 def naive_app(runtime: Runtime) -> FastAPI:
     app = FastAPI()
     meta = runtime.meta
-    levels = dict(zip(meta.quantile_levels, meta.quantile_offsets, strict=True))
 
     @app.get("/readyz")
     async def ready() -> dict:
@@ -75,11 +75,10 @@ def naive_app(runtime: Runtime) -> FastAPI:
                 y, h, _ = runtime.run(steps[-1][None, None], h, np.ones(1, np.int32))
                 steps.append(y[-1, 0])
             scaled = np.stack(steps)  # (horizon, F)
-            quantiles = {}
-            for q in req.quantiles:
-                row = levels.get(q, (0.0,))
-                off = np.array([row[min(i, len(row) - 1)] for i in range(req.horizon)], np.float32)
-                quantiles[quantile_key(q)] = series_out((scaled + off[:, None]) * scale + loc)
+            quantiles = {
+                quantile_key(q): series_out((scaled + off[:, None]) * scale + loc)
+                for q, off in quantile_offsets(meta, req.quantiles, req.horizon).items()
+            }
             out.append(SeriesForecast(mean=series_out(scaled * scale + loc), quantiles=quantiles))
         return ForecastResponse(model=meta.name, version=meta.version, forecasts=out)
 

@@ -162,6 +162,21 @@ class Forecast:
     state: SeriesState  # after the history (the forecast itself never moves the state)
 
 
+def quantile_offsets(
+    meta: ArtifactMeta, levels: Sequence[float], horizon: int
+) -> dict[float, np.ndarray]:
+    """Scaled-space offsets per level and step: the calibrated levels, interpolated between
+    them (0.5 sits at the point forecast), and the last calibrated step reused beyond the table."""
+    known = sorted(zip(meta.quantile_levels, meta.quantile_offsets, strict=True))
+    if 0.5 not in meta.quantile_levels and known:
+        known.append((0.5, (0.0,)))
+        known.sort()
+    steps = np.arange(horizon)
+    table = np.array([[row[min(s, len(row) - 1)] for s in steps] for _, row in known], np.float32)
+    qs = np.array([q for q, _ in known])
+    return {q: np.array([np.interp(q, qs, table[:, s]) for s in steps], np.float32) for q in levels}
+
+
 class InferenceCore:
     def __init__(
         self,
@@ -291,30 +306,15 @@ class InferenceCore:
 
     # ---- quantiles -----------------------------------------------------------------------------
     def quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
-        """Scaled-space offsets per level and step: calibrated levels, interpolated between them
-        (0.5 sits at the point forecast), and the last calibrated step reused beyond the table.
-        Cached per (levels, horizon): clients repeat the same few (the arrays are read-only)."""
+        """quantile_offsets() for this model, cached per (levels, horizon): clients repeat the
+        same few (the arrays are read-only)."""
         key = (tuple(levels), horizon)
         cached = self._offsets.get(key)
         if cached is None:
             if len(self._offsets) >= 1024:  # bounded: arbitrary levels cannot grow it forever
                 self._offsets.clear()
-            cached = self._offsets[key] = self._quantile_offsets(levels, horizon)
+            cached = self._offsets[key] = quantile_offsets(self.meta, levels, horizon)
         return cached
-
-    def _quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
-        known = sorted(zip(self.meta.quantile_levels, self.meta.quantile_offsets, strict=True))
-        if 0.5 not in self.meta.quantile_levels and known:
-            known.append((0.5, (0.0,)))
-            known.sort()
-        steps = np.arange(horizon)
-        table = np.array(
-            [[row[min(s, len(row) - 1)] for s in steps] for _, row in known], np.float32
-        )
-        qs = np.array([q for q, _ in known])
-        return {
-            q: np.array([np.interp(q, qs, table[:, s]) for s in steps], np.float32) for q in levels
-        }
 
     # ---- forecasting -----------------------------------------------------------------------------
     async def forecast(
