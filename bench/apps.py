@@ -77,7 +77,9 @@ def naive_app(runtime: Runtime) -> FastAPI:
             scaled = np.stack(steps)  # (horizon, F)
             quantiles = {
                 quantile_key(q): series_out((scaled + off[:, None]) * scale + loc)
-                for q, off in quantile_offsets(meta, req.quantiles, req.horizon).items()
+                for q, off in quantile_offsets(
+                    meta, req.quantiles, req.horizon, req.frequency
+                ).items()
             }
             out.append(SeriesForecast(mean=series_out(scaled * scale + loc), quantiles=quantiles))
         return ForecastResponse(model=meta.name, version=meta.version, forecasts=out)

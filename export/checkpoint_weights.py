@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from export.contract import ArtifactMeta, Scaler
+from export.contract import ArtifactMeta, Scaler, frequency_fields
 from export.graph import ForecasterWeights, LayerWeights
 
 
@@ -49,8 +49,9 @@ def meta_from_checkpoint(config: Any, info: dict, versions: dict[str, str]) -> A
     """Build the artifact's metadata from a checkpoint's config and info.
 
     `versions` (what exports: onnx, onnxruntime, export_torch) is added to the checkpoint's
-    own (what trained it), so the file records both. Raises ValueError naming
-    the first missing or malformed field.
+    own (what trained it), so the file records both. `context_length`, `horizon`,
+    `frequencies` and `quantile_offsets_by_frequency` are copied when the info has them (absent:
+    the ArtifactMeta defaults). Raises ValueError naming the first missing or malformed field.
     """
     for key in ("name", "version"):
         if not isinstance(info.get(key), str) or not info[key]:
@@ -65,6 +66,10 @@ def meta_from_checkpoint(config: Any, info: dict, versions: dict[str, str]) -> A
         raise ValueError(
             f"checkpoint has {len(levels)} quantile levels but {len(offsets)} offset rows"
         )
+    keys = ("context_length", "horizon", "frequencies", "quantile_offsets_by_frequency")
+    extra_fields = frequency_fields(
+        {k: _jsonable(info[k]) for k in keys if k in info}, len(levels), "checkpoint info"
+    )
     meta = ArtifactMeta(
         name=info["name"],
         version=info["version"],
@@ -76,6 +81,7 @@ def meta_from_checkpoint(config: Any, info: dict, versions: dict[str, str]) -> A
         scaler=scaler,
         quantile_levels=levels,
         quantile_offsets=offsets,
+        **extra_fields,
         metrics=_jsonable(info.get("metrics", {})),
         data=_jsonable(info.get("data", {})),
         versions=_merge_versions(_jsonable(info.get("versions", {})), versions),

@@ -8,7 +8,9 @@ under the keys below, so the file can be served with nothing beside it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,9 +83,20 @@ class ArtifactMeta:
     output_size: int
     scaler: Scaler = field(default_factory=Scaler)
     # Quantile offsets in scaled space, added to the point forecast: offsets[level][step] for
-    # steps 1..len(offsets[level]); steps beyond the last one reuse the last offset.
+    # steps 1..S = len(offsets[level]); past the table a row keeps widening like a random
+    # walk's error: step s >= S (0-based) gets offsets[level][S - 1] * sqrt((s + 1) / S)
+    # (service.core.quantile_offsets).
     quantile_levels: tuple[float, ...] = ()
     quantile_offsets: tuple[tuple[float, ...], ...] = ()
+    context_length: int = 0  # history length the model wants (0: not stated)
+    horizon: int = 0  # horizon it was trained and calibrated for (0: not stated)
+    frequencies: tuple[str, ...] = ()  # frequency names it knows, e.g. ("yearly", "monthly")
+    # Per frequency name (one of `frequencies`): offsets like `quantile_offsets`, one row per
+    # level of quantile_levels in the same order. A frequency without a table uses the pooled
+    # `quantile_offsets`.
+    quantile_offsets_by_frequency: dict[str, tuple[tuple[float, ...], ...]] = field(
+        default_factory=dict
+    )
     metrics: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # provenance of the training data
     versions: dict = field(default_factory=dict)  # torch / onnx versions that made it
@@ -127,4 +140,64 @@ class ArtifactMeta:
         rest = {k: v for k, v in raw.items() if k in known}
         rest["scaler"] = Scaler(**raw.get("scaler", {}))
         rest["quantile_levels"], rest["quantile_offsets"] = levels, offsets
+        rest.update(frequency_fields(raw, len(levels), "metadata"))
         return cls(**rest)
+
+
+def frequency_fields(raw: dict, n_levels: int, where: str) -> dict[str, Any]:
+    """context_length, horizon, frequencies and quantile_offsets_by_frequency read from `raw`
+    (parsed metadata or a checkpoint's info; absent keys get their defaults), validated and
+    normalised to ArtifactMeta's types. Raises ValueError naming the bad key, prefixed by
+    `where` ("metadata", "checkpoint info")."""
+    out: dict[str, Any] = {}
+    for key in ("context_length", "horizon"):
+        v = raw.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{where} {key} must be a non-negative integer, got {v!r}")
+        out[key] = v
+    names = raw.get("frequencies", ())
+    if (
+        not isinstance(names, list | tuple)
+        or not all(isinstance(f, str) and f for f in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ValueError(
+            f"{where} frequencies must be a list of distinct non-empty names, got {names!r}"
+        )
+    out["frequencies"] = tuple(names)
+    tables = raw.get("quantile_offsets_by_frequency", {})
+    if not isinstance(tables, dict):
+        raise ValueError(
+            f"{where} quantile_offsets_by_frequency must be an object (frequency -> offset "
+            f"rows), got {type(tables).__name__}"
+        )
+    parsed: dict[str, tuple[tuple[float, ...], ...]] = {}
+    for name, rows in tables.items():
+        key = f"{where} quantile_offsets_by_frequency[{name!r}]"
+        if name not in out["frequencies"]:
+            raise ValueError(f"{key}: {name!r} is not one of frequencies {list(names)}")
+        problem = _rows_problem(rows, n_levels)
+        if problem:
+            raise ValueError(
+                f"{key} must hold {n_levels} non-empty row(s) of finite numbers, one per "
+                f"quantile level: {problem}"
+            )
+        parsed[name] = tuple(tuple(float(v) for v in row) for row in rows)
+    out["quantile_offsets_by_frequency"] = parsed
+    return out
+
+
+def _rows_problem(rows: object, n_levels: int) -> str | None:
+    """What is wrong with an offset table (None when it is n_levels non-empty rows of finite
+    numbers)."""
+    if not isinstance(rows, list | tuple):
+        return f"got {type(rows).__name__}"
+    if len(rows) != n_levels:
+        return f"got {len(rows)} row(s)"
+    for i, row in enumerate(rows):
+        if not isinstance(row, list | tuple) or not row:
+            return f"row {i} is {row!r}"
+        for v in row:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                return f"row {i} holds {v!r}"
+    return None

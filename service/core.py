@@ -163,18 +163,35 @@ class Forecast:
 
 
 def quantile_offsets(
-    meta: ArtifactMeta, levels: Sequence[float], horizon: int
+    meta: ArtifactMeta, levels: Sequence[float], horizon: int, frequency: str | None = None
 ) -> dict[float, np.ndarray]:
-    """Scaled-space offsets per level and step: the calibrated levels, interpolated between
-    them (0.5 sits at the point forecast), and the last calibrated step reused beyond the table."""
-    known = sorted(zip(meta.quantile_levels, meta.quantile_offsets, strict=True))
+    """Scaled-space offsets per level and step (float32 arrays of `horizon` values).
+
+    The table is `meta.quantile_offsets_by_frequency[frequency]` when the model has one for
+    that frequency, else the pooled `meta.quantile_offsets`. Levels between the calibrated
+    ones are interpolated linearly (0.5 sits at the point forecast, offset 0). Past the end of
+    a row of S steps the interval keeps widening like a random walk's error: step s >= S
+    (0-based) gets row[S - 1] * sqrt((s + 1) / S), so the spread grows with the square root
+    of the horizon instead of staying flat."""
+    rows = meta.quantile_offsets
+    if frequency is not None:
+        rows = meta.quantile_offsets_by_frequency.get(frequency, rows)
+    known = sorted(zip(meta.quantile_levels, rows, strict=True))
     if 0.5 not in meta.quantile_levels and known:
         known.append((0.5, (0.0,)))
         known.sort()
-    steps = np.arange(horizon)
-    table = np.array([[row[min(s, len(row) - 1)] for s in steps] for _, row in known], np.float32)
+    table = np.array([_widened(row, horizon) for _, row in known], np.float32)
     qs = np.array([q for q, _ in known])
+    steps = range(horizon)
     return {q: np.array([np.interp(q, qs, table[:, s]) for s in steps], np.float32) for q in levels}
+
+
+def _widened(row: Sequence[float], horizon: int) -> list[float]:
+    """A calibrated row over `horizon` steps: its own values, then the last one widened by
+    sqrt((s + 1) / S) at each step s >= S = len(row)."""
+    S = len(row)
+    last = row[-1]
+    return [row[s] if s < S else last * math.sqrt((s + 1) / S) for s in range(horizon)]
 
 
 class InferenceCore:
@@ -304,16 +321,39 @@ class InferenceCore:
                 )
         return list(dict.fromkeys(levels))
 
+    def check_frequency(self, frequency: str | None, field: str = "frequency") -> str | None:
+        """A frequency name the model knows (GET /v1/models lists them), or None (pooled
+        intervals); InvalidInput otherwise."""
+        if frequency is None:
+            return None
+        known = self.meta.frequencies
+        if frequency not in known:
+            if not known:
+                raise InvalidInput(
+                    f"unknown frequency {frequency!r}: this model knows no frequencies "
+                    "(its intervals are pooled); leave `frequency` out",
+                    field,
+                )
+            raise InvalidInput(
+                f"unknown frequency {frequency!r}; this model knows: {', '.join(known)}", field
+            )
+        return frequency
+
     # ---- quantiles -----------------------------------------------------------------------------
-    def quantile_offsets(self, levels: Sequence[float], horizon: int) -> dict[float, np.ndarray]:
-        """quantile_offsets() for this model, cached per (levels, horizon): clients repeat the
-        same few (the arrays are read-only)."""
-        key = (tuple(levels), horizon)
+    def quantile_offsets(
+        self, levels: Sequence[float], horizon: int, frequency: str | None = None
+    ) -> dict[float, np.ndarray]:
+        """quantile_offsets() for this model, cached per (levels, horizon, frequency): clients
+        repeat the same few (the arrays are read-only). A frequency without its own table
+        shares the pooled entries."""
+        if frequency not in self.meta.quantile_offsets_by_frequency:
+            frequency = None
+        key = (tuple(levels), horizon, frequency)
         cached = self._offsets.get(key)
         if cached is None:
             if len(self._offsets) >= 1024:  # bounded: arbitrary levels cannot grow it forever
                 self._offsets.clear()
-            cached = self._offsets[key] = quantile_offsets(self.meta, levels, horizon)
+            cached = self._offsets[key] = quantile_offsets(self.meta, levels, horizon, frequency)
         return cached
 
     # ---- forecasting -----------------------------------------------------------------------------
@@ -324,11 +364,14 @@ class InferenceCore:
         levels: Sequence[float] = (),
         states: Sequence[SeriesState | None] | None = None,
         fields: Sequence[str] | None = None,
+        frequencies: Sequence[str | None] | None = None,
     ) -> list[Forecast]:
         """Read each (validated) series from its state (or zeros, scaled on its own history),
         then roll out `horizon` steps feeding the point forecast back. All series of the request,
         and of every concurrent request, advance through the batcher together. `fields` name
-        the series in errors (default `series.<i>`)."""
+        the series in errors (default `series.<i>`); `frequencies`, one per series (validated;
+        None: pooled), pick each series' interval calibration (the point forecast does not
+        depend on it)."""
         states = states or [None] * len(series)
         fields = fields or [f"series.{i}" for i in range(len(series))]
         with self.admit(len(series)):
@@ -348,11 +391,16 @@ class InferenceCore:
             res = await self.run_rows(scaled, h0s, steps=horizon - 1)
         after = [r.h for r in res]  # state after the history: what return_state gives back
         offsets = self.quantile_offsets(levels, horizon) if levels else {}
+        per_series = [offsets] * len(series)
+        if levels and frequencies is not None:
+            per_series = [self.quantile_offsets(levels, horizon, fr) for fr in frequencies]
         out = []
         with np.errstate(over="ignore", invalid="ignore"):
-            for r, (loc, scale), h, f in zip(res, scalers, after, fields, strict=True):
+            for r, (loc, scale), h, f, off in zip(
+                res, scalers, after, fields, per_series, strict=True
+            ):
                 mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
-                mean, quantiles = _to_data_units(mean_scaled, offsets, loc, scale, f)
+                mean, quantiles = _to_data_units(mean_scaled, off, loc, scale, f)
                 state = SeriesState(h, loc, scale)
                 out.append(Forecast(mean=mean, quantiles=quantiles, state=state))
         return out
@@ -363,11 +411,13 @@ class InferenceCore:
         next_y: np.ndarray,
         horizon: int,
         levels: Sequence[float] = (),
+        frequency: str | None = None,
     ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
         """A forecast from a position whose next-step prediction next_y (O,) (scaled) is already
         known (a stream session's fork): next_y, then horizon - 1 steps rolled out from state.h
         through the batcher like forecast()'s, admitted like any request. Returns (mean,
-        quantiles) in data units; nothing about `state` changes."""
+        quantiles) in data units, the quantiles calibrated for `frequency` (None: pooled);
+        nothing about `state` changes."""
         path = next_y[None, :]  # (1, O)
         if horizon > 1:  # horizon 1 is already known: nothing to run, nothing to admit
             with self.admit(1):
@@ -375,7 +425,7 @@ class InferenceCore:
                 (r,) = await self.run_rows([path], [state.h], steps=horizon - 2)
             rolled = r.rollout if r.rollout is not None else r.y[-1:]
             path = np.concatenate([path, rolled], axis=0)  # (horizon, O)
-        offsets = self.quantile_offsets(levels, horizon) if levels else {}
+        offsets = self.quantile_offsets(levels, horizon, frequency) if levels else {}
         return to_data_units(path, offsets, state.loc, state.scale, None)
 
     async def hidden(

@@ -53,6 +53,13 @@ class ForecastRequest(Schema):
         description="optional, one per series: continue from a returned state instead of zeros",
     )
     return_state: bool = Field(False, description="return each series' state after its history")
+    frequency: str | None = Field(
+        None,
+        description="the series' frequency, one of the model's `frequencies` (GET /v1/models), "
+        "e.g. monthly: quantiles calibrated for it; absent: intervals pooled over all "
+        "frequencies. Applies to every series of the request; the point forecast does not "
+        "depend on it",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -127,7 +134,9 @@ class TimeSeriesInput(Schema):
     name: str
     series: Series
     frequency: str = Field(
-        description="S, T, H, D, W, M, Q, Y or second, minute, hour, day, week, month, quarter, year"
+        description="S, T, H, D, W, M, Q, Y or second, minute, hour, day, week, month, quarter, "
+        "year. Y/year, Q/quarter and M/month get the quantiles calibrated for yearly, quarterly "
+        "and monthly series when the model knows that frequency; others get pooled intervals"
     )
     start_timestamp: str | None = Field(
         None, description="ISO 8601 timestamp of the first observation"
@@ -200,6 +209,20 @@ class ModelInfo(Schema):
     num_layers: int
     output_size: int
     quantile_levels: list[float]
+    context_length: int = Field(
+        description="history length the model was trained to read: send at least this many "
+        "observations when you have them (0: not stated)"
+    )
+    horizon: int = Field(
+        description="horizon the model was trained and its intervals calibrated for (0: not "
+        "stated); longer horizons are served, their intervals widened past the calibrated "
+        "steps as sqrt((step + 1) / steps calibrated)"
+    )
+    frequencies: list[str] = Field(
+        description="frequency names accepted by `frequency` (POST /v1/forecast, stream "
+        "option): quantiles calibrated for that frequency (pooled for a name without a "
+        "calibration of its own)"
+    )
     provider: str = Field(description="the onnxruntime provider the session really runs on")
     recurrent_nodes: str = Field(
         description="where the GRU nodes run (a cho2014 GRU stays on the CPU under CUDA)"

@@ -48,6 +48,7 @@ class StreamOptions:
     token_each_output: bool = False
     output_on_request: bool = False  # outputs only for steps sent with "output": true
     binary: bool = False  # outputs as binary frames
+    frequency: str | None = None  # quantiles calibrated for this frequency (None: pooled)
 
     @property
     def flags(self) -> int:
@@ -66,6 +67,7 @@ class StreamOptions:
             token_each_output=bool(st.flags & TOKEN_EACH_OUTPUT),
             output_on_request=bool(st.flags & OUTPUT_ON_REQUEST),
             binary=bool(st.flags & BINARY_OUTPUT),
+            frequency=st.frequency,
         )
 
 
@@ -129,7 +131,8 @@ class StreamSession:
                 loc = np.zeros(self.core.meta.input_size, np.float32)
                 scale = np.ones(self.core.meta.input_size, np.float32)
         levels = self.core.check_quantiles(list(opts.quantiles), "options.quantiles")
-        self._offsets = {q: float(v[0]) for q, v in self.core.quantile_offsets(levels, 1).items()}
+        offsets = self.core.quantile_offsets(levels, 1, opts.frequency)
+        self._offsets = {q: float(v[0]) for q, v in offsets.items()}
         if history is not None:  # warm-up: one row, one batched run
             (r,) = await self.core.run_rows([scale_in(history, loc, scale, "history")], [h])
             h, last_y, step = r.h, r.y[-1].copy(), step + history.shape[0]
@@ -210,7 +213,9 @@ class StreamSession:
         levels = self.options.quantiles if levels is None else levels
         levels = self.core.check_quantiles(list(levels))
         state = SeriesState(self.h, self.loc, self.scale)
-        mean, quantiles = await self.core.fork(state, self.last_y, horizon, levels)
+        mean, quantiles = await self.core.fork(
+            state, self.last_y, horizon, levels, self.options.frequency
+        )
         return ForkForecast(step=self.step, mean=mean, quantiles=quantiles)
 
     # ---- tokens --------------------------------------------------------------------------
@@ -223,6 +228,7 @@ class StreamSession:
             last_y=last_y,
             quantiles=self.options.quantiles,
             flags=self.options.flags,
+            frequency=self.options.frequency,
         )
 
     def token(self) -> str:

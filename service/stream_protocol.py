@@ -49,7 +49,7 @@ _FIELDS = {
     "state": {"type"},
     "close": {"type"},
 }
-_OPTIONS = {"quantiles", "return_hidden", "output", "token", "binary"}
+_OPTIONS = {"quantiles", "return_hidden", "output", "token", "binary", "frequency"}
 
 
 # ---- parsing and validation (no session state needed) ----------------------------------------
@@ -99,6 +99,11 @@ def _options(core: InferenceCore, raw: Any) -> StreamOptions:
     qs = raw.get("quantiles", [])
     if not isinstance(qs, list) or not all(_is_number(q) for q in qs):
         raise InvalidInput("quantiles must be a list of numbers", "options.quantiles")
+    frequency = raw.get("frequency")
+    if frequency is not None and not isinstance(frequency, str):
+        raise InvalidInput(
+            f"frequency must be a string, got {type(frequency).__name__}", "options.frequency"
+        )
     output = raw.get("output", "every")
     if output not in ("every", "on_request"):
         raise InvalidInput(
@@ -110,6 +115,7 @@ def _options(core: InferenceCore, raw: Any) -> StreamOptions:
         token_each_output=_bool(raw.get("token", False), "options.token"),
         output_on_request=output == "on_request",
         binary=_bool(raw.get("binary", False), "options.binary"),
+        frequency=core.check_frequency(frequency, "options.frequency"),
     )
 
 

@@ -6,11 +6,15 @@ sticky routing, no shared store.
 
 Layout (then base64url without padding):
 
-    payload = header | model name | model version | quantiles (float64) | loc | scale | h | last_y
+    payload = header | model name | model version | [frequency] | quantiles (float64)
+              | loc | scale | h | last_y
     token   = payload | HMAC-SHA256(secret, payload)            (32 bytes)
 
-header (little-endian, struct "<BBQHHHHBBB"): format version, flags, step index, layers,
-hidden, input features, outputs, number of quantile levels, name length, version length.
+header (little-endian): format 1, struct "<BBQHHHHBBB": format version, flags, step index,
+layers, hidden, input features, outputs, number of quantile levels, name length, version
+length. Format 2 (written only for a stream with a `frequency` option) appends one byte, the
+frequency name's length (UTF-8), and the name follows the version. A stream without a
+frequency gets a format 1 token, byte for byte what servers before format 2 wrote and read.
 Other arrays are little-endian float32; last_y (the scaled prediction of the next observation)
 is present only when flag HAS_LAST_Y is set. Floats are stored bit-exactly, so a resumed
 stream continues with exactly the numbers the original would have used.
@@ -34,8 +38,13 @@ from service.errors import InvalidInput, InvalidToken, TokenMismatch
 
 log = logging.getLogger("gru_serve.tokens")
 
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BBQHHHHBBB")
+FORMAT_VERSION = 1  # a token without a frequency
+FORMAT_WITH_FREQUENCY = 2
+_HEADERS = {
+    FORMAT_VERSION: struct.Struct("<BBQHHHHBBB"),
+    FORMAT_WITH_FREQUENCY: struct.Struct("<BBQHHHHBBBB"),  # + frequency name length
+}
+_HEADER = _HEADERS[FORMAT_VERSION]
 _MAC_BYTES = 32
 _F32 = np.dtype("<f4")
 _F64 = np.dtype("<f8")
@@ -59,6 +68,7 @@ class TokenState:
     last_y: np.ndarray | None = None  # (O,) scaled prediction of the next observation
     quantiles: tuple[float, ...] = ()
     flags: int = 0
+    frequency: str | None = None  # the stream's `frequency` option
     model: str = ""
     version: str = ""
     extra: dict = field(default_factory=dict)
@@ -101,21 +111,33 @@ class TokenCodec:
                 "options.quantiles",
             )
         flags = st.flags & ~HAS_LAST_Y | (HAS_LAST_Y if st.last_y is not None else 0)
+        counts = (
+            FORMAT_VERSION,
+            flags,
+            st.step,
+            m.num_layers,
+            m.hidden_size,
+            m.input_size,
+            m.output_size,
+            len(st.quantiles),
+            len(self._name),
+            len(self._version),
+        )
+        if st.frequency is None:
+            head = [_HEADERS[FORMAT_VERSION].pack(*counts), self._name, self._version]
+        else:
+            freq = st.frequency.encode()
+            if len(freq) > 255:  # one header byte holds its length
+                raise InvalidInput(
+                    "a resume token holds a frequency name of at most 255 bytes",
+                    "options.frequency",
+                )
+            header = _HEADERS[FORMAT_WITH_FREQUENCY].pack(
+                FORMAT_WITH_FREQUENCY, *counts[1:], len(freq)
+            )
+            head = [header, self._name, self._version, freq]
         parts = [
-            _HEADER.pack(
-                FORMAT_VERSION,
-                flags,
-                st.step,
-                m.num_layers,
-                m.hidden_size,
-                m.input_size,
-                m.output_size,
-                len(st.quantiles),
-                len(self._name),
-                len(self._version),
-            ),
-            self._name,
-            self._version,
+            *head,
             np.asarray(st.quantiles, _F64).tobytes(),
             np.asarray(st.loc, _F32).tobytes(),
             np.asarray(st.scale, _F32).tobytes(),
@@ -136,14 +158,20 @@ class TokenCodec:
             raise InvalidToken("the resume token is not valid base64url", "resume") from None
         if len(raw) < _HEADER.size + _MAC_BYTES:
             raise InvalidToken("the resume token is truncated", "resume")
-        fmt, flags, step, L, H, F, O, nq, nn, nv = _HEADER.unpack_from(raw)
-        if fmt != FORMAT_VERSION:
+        fmt = raw[0]
+        header = _HEADERS.get(fmt)
+        if header is None:
             raise InvalidToken(
-                f"resume token format {fmt} is not supported (this server reads format {FORMAT_VERSION})",
+                f"resume token format {fmt} is not supported (this server reads formats "
+                f"{FORMAT_VERSION} and {FORMAT_WITH_FREQUENCY})",
                 "resume",
             )
+        if len(raw) < header.size + _MAC_BYTES:
+            raise InvalidToken("the resume token is truncated", "resume")
+        _, flags, step, L, H, F, O, nq, nn, nv, *rest = header.unpack_from(raw)
+        nf = rest[0] if rest else 0
         floats = 2 * F + L * H + (O if flags & HAS_LAST_Y else 0)
-        expected = _HEADER.size + nn + nv + 8 * nq + 4 * floats + _MAC_BYTES
+        expected = header.size + nn + nv + nf + 8 * nq + 4 * floats + _MAC_BYTES
         if len(raw) < expected:
             raise InvalidToken("the resume token is truncated", "resume")
         if len(raw) > expected:
@@ -155,10 +183,12 @@ class TokenCodec:
                 "another secret",
                 "resume",
             )
-        off = _HEADER.size
+        off = header.size
         raw_name, raw_version = payload[off : off + nn], payload[off + nn : off + nn + nv]
         name, version = raw_name.decode(errors="replace"), raw_version.decode(errors="replace")
         off += nn + nv
+        frequency = payload[off : off + nf].decode(errors="replace") if rest else None
+        off += nf
         m = self.meta
         # Compared as stored: encode keeps at most 255 bytes of each, so a longer name or
         # version must be compared truncated too, or its own tokens would never match.
@@ -171,6 +201,12 @@ class TokenCodec:
             raise TokenMismatch(
                 f"the resume token belongs to model {name!r} version {version!r}; this server "
                 f"serves {m.name!r} version {m.version!r}",
+                "resume",
+            )
+        if frequency is not None and frequency not in m.frequencies:
+            raise TokenMismatch(
+                f"the resume token's frequency {frequency!r} is not one this model knows "
+                f"({', '.join(m.frequencies) or 'none'})",
                 "resume",
             )
         q = np.frombuffer(payload, _F64, count=nq, offset=off)
@@ -189,6 +225,7 @@ class TokenCodec:
             last_y=last_y,
             quantiles=tuple(float(v) for v in q),
             flags=flags,
+            frequency=frequency,
             model=name,
             version=version,
         )

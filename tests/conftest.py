@@ -25,6 +25,15 @@ def tiny_meta(variant: str = "cho2014", **overrides) -> ArtifactMeta:
         output_size=1,
         quantile_levels=(0.1, 0.9),
         quantile_offsets=((-1.0, -1.5, -2.0), (1.0, 1.5, 2.0)),
+        context_length=16,
+        horizon=3,
+        frequencies=("yearly", "quarterly", "monthly", "other"),
+        # quarterly and other have no table of their own: they get the pooled offsets.
+        # Rows of different lengths: widening past a row's end is per row.
+        quantile_offsets_by_frequency={
+            "yearly": ((-2.0, -3.0), (2.5, 3.5)),
+            "monthly": ((-0.5, -0.6, -0.7, -0.8), (0.4, 0.45, 0.5)),
+        },
     )
     fields.update(overrides)
     return ArtifactMeta(**fields)

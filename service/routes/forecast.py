@@ -44,6 +44,7 @@ async def forecast_json(req: ForecastRequest, core: InferenceCore) -> bytes:
         )
     horizon = core.check_horizon(req.horizon)
     levels = core.check_quantiles(req.quantiles)
+    frequency = core.check_frequency(req.frequency)
     series = [
         core.check_sequence(to_array(v, f"series.{i}"), f"series.{i}")
         for i, v in enumerate(req.series)
@@ -52,7 +53,8 @@ async def forecast_json(req: ForecastRequest, core: InferenceCore) -> bytes:
         parse_state(core, st, f"state.{i}")
         for i, st in enumerate(req.state or [None] * len(series))
     ]
-    results = await core.forecast(series, horizon, levels, states)
+    frequencies = None if frequency is None else [frequency] * len(series)
+    results = await core.forecast(series, horizon, levels, states, frequencies=frequencies)
     # Serialised here, to the bytes FastAPI's response_model path writes (pydantic's JSON
     # encoder, same field order, `state: null` included): that path validates the response
     # model twice (construction, then FastAPI) on numbers the core made. The model stays in

@@ -21,6 +21,9 @@ def model_info(request: Request) -> ModelInfo:
         num_layers=m.num_layers,
         output_size=m.output_size,
         quantile_levels=list(m.quantile_levels),
+        context_length=m.context_length,
+        horizon=m.horizon,
+        frequencies=list(m.frequencies),
         provider=rt.placement.provider,
         recurrent_nodes=rt.placement.recurrent_nodes,
         metrics=m.metrics,
@@ -30,5 +33,6 @@ def model_info(request: Request) -> ModelInfo:
 
 @router.get("/models", response_model=ModelsResponse)
 async def list_models(request: Request) -> ModelsResponse:
-    """The served model: name, version, variant, sizes, provider and training metrics."""
+    """The served model: name, version, variant, sizes, quantile levels, context length,
+    horizon, known frequencies, provider and training metrics."""
     return ModelsResponse(models=[model_info(request)])

@@ -27,6 +27,15 @@ _MONTHS = {"M": 1, "Q": 3, "Y": 12}
 _ALIASES = {"second": "S", "minute": "T", "hour": "H", "day": "D", "week": "W",
             "month": "M", "quarter": "Q", "year": "Y"}  # fmt: skip
 _KINDS = ("univariate_time_series", "multivariate_time_series")
+# KServe frequency -> the model's frequency name whose calibrated quantiles it gets (when the
+# model lists that name in `frequencies`); any other frequency gets the pooled intervals.
+_CALIBRATED = {"Y": "yearly", "Q": "quarterly", "M": "monthly"}
+
+
+def model_frequency(frequency: str, known: tuple[str, ...]) -> str | None:
+    """The model frequency whose intervals a KServe `frequency` gets, or None (pooled)."""
+    name = _CALIBRATED.get(_ALIASES.get(frequency, frequency))
+    return name if name in known else None
 
 
 def add_steps(start: datetime, frequency: str, steps: int) -> datetime:
@@ -42,7 +51,9 @@ def add_steps(start: datetime, frequency: str, steps: int) -> datetime:
 
 @router.post("/forecast", response_model=TimeSeriesResponse)
 async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> TimeSeriesResponse:
-    """Forecast each named series; `frequency` and `start_timestamp` give the forecast's start."""
+    """Forecast each named series; `frequency` and `start_timestamp` give the forecast's start,
+    and Y, Q and M (year, quarter, month) also pick the quantiles calibrated for yearly,
+    quarterly and monthly series when the model has them."""
     if req.model is not None and req.model != core.meta.name:
         raise InvalidInput(
             f"this server serves model {core.meta.name!r}, not {req.model!r}", "model"
@@ -53,7 +64,7 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
         )
     horizon = core.check_horizon(req.options.horizon, "options.horizon")
     levels = core.check_quantiles(req.options.quantiles or [], "options.quantiles")
-    series, starts = [], []
+    series, starts, frequencies = [], [], []
     for i, inp in enumerate(req.inputs):
         field = f"inputs.{i}"
         if inp.type not in _KINDS:
@@ -62,6 +73,7 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
             raise InvalidInput(f"unknown frequency {inp.frequency!r}", f"{field}.frequency")
         x = core.check_sequence(to_array(inp.series, f"{field}.series"), f"{field}.series")
         series.append(x)
+        frequencies.append(model_frequency(inp.frequency, core.meta.frequencies))
         start = None
         if inp.start_timestamp is not None:
             try:
@@ -79,7 +91,7 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
                 ) from None
         starts.append(start)
     fields = [f"inputs.{i}.series" for i in range(len(series))]
-    results = await core.forecast(series, horizon, levels, fields=fields)
+    results = await core.forecast(series, horizon, levels, fields=fields, frequencies=frequencies)
     content = [
         TimeSeriesForecast(
             type=inp.type,

@@ -42,6 +42,7 @@ def test_export_writes_an_artifact_that_loads_and_matches(tmp_path, capsys, vari
     assert (meta.input_size, meta.hidden_size, meta.num_layers) == (1, 8, 2)
     assert meta.quantile_levels == (0.1, 0.9)
     assert meta.quantile_offsets == ((-1.0, -1.5), (1.0, 1.5))
+    assert (meta.context_length, meta.horizon, meta.frequencies) == (24, 0, ())
     assert meta.metrics == info["metrics"] and meta.data == info["data"]
     assert meta.versions["torch"] == str(torch.__version__)
     assert {"onnx", "onnxruntime", "export_torch"} <= meta.versions.keys()
@@ -96,6 +97,14 @@ def _info_without_name(tmp_path):
     return p
 
 
+def _malformed_frequency_table(tmp_path):
+    return write_checkpoint(
+        tmp_path / "c.pt",
+        frequencies=["yearly", "monthly"],
+        quantile_offsets_by_frequency={"monthly": [[-1.0, -1.5]]},  # 2 levels, 1 row
+    )
+
+
 @pytest.mark.parametrize(
     ("make_ckpt", "message"),
     [
@@ -104,6 +113,7 @@ def _info_without_name(tmp_path):
         (_foreign_torch_file, f"not a {FORMAT} file"),
         (_unknown_variant, "unknown variant 'lstm'"),
         (_info_without_name, "no 'name'"),
+        (_malformed_frequency_table, "quantile_offsets_by_frequency['monthly'] must hold 2"),
     ],
 )
 def test_export_rejects_bad_checkpoint(tmp_path, capsys, make_ckpt, message):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import onnx
 import onnxruntime as ort
 import pytest
 from export_helpers import meta_for, onnx_bytes, torch_model
 
+from export.checkpoint_weights import meta_from_checkpoint
 from export.contract import (
     INPUT_H0,
     INPUT_LENS,
@@ -66,6 +68,13 @@ def full_meta(model) -> ArtifactMeta:
         scaler=Scaler(rule="standard", min_scale=0.01),
         quantile_levels=(0.05, 0.5, 0.95),
         quantile_offsets=((-2.0, -2.5), (0.0, 0.0), (2.0, 2.5)),
+        context_length=104,
+        horizon=12,
+        frequencies=("yearly", "quarterly", "monthly", "other"),
+        quantile_offsets_by_frequency={
+            "yearly": ((-3.0, -3.5, -4.0), (0.0,), (3.25, 3.5, 4.0)),
+            "monthly": ((-0.5,), (0.0, 0.0), (0.75,)),
+        },
         metrics={"mase": {"gru": 0.81, "ets": 0.78}, "coverage": [0.9, 0.88]},
         data={"series": ["co2", "sunspots"], "source": "statsmodels 0.14"},
         versions={"torch": "2.13.0", "onnx": "1.23.2"},
@@ -79,8 +88,30 @@ def test_metadata_round_trips_through_onnxruntime(variant):
     data = onnx_bytes(model, **{k: getattr(meta, k) for k in meta.__dataclass_fields__})
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     props = session.get_modelmeta().custom_metadata_map
-    assert ArtifactMeta.from_props(props) == meta
+    back = ArtifactMeta.from_props(props)
+    assert back == meta
+    assert (back.context_length, back.horizon) == (104, 12)
+    assert back.frequencies == ("yearly", "quarterly", "monthly", "other")
+    assert back.quantile_offsets_by_frequency["yearly"][2] == (3.25, 3.5, 4.0)
+    assert back.quantile_offsets_by_frequency["monthly"] == ((-0.5,), (0.0, 0.0), (0.75,))
     assert json.loads(props[META_PREFIX + "opset"]) == OPSET
+    assert json.loads(props[META_PREFIX + "quantile_offsets_by_frequency"])["monthly"] == [
+        [-0.5],
+        [0.0, 0.0],
+        [0.75],
+    ]
+
+
+def test_metadata_without_the_frequency_keys_loads_with_defaults():
+    """An artifact written before context_length, horizon, frequencies and the per-frequency
+    tables existed still loads."""
+    props = _good_props()
+    for key in ("context_length", "horizon", "frequencies", "quantile_offsets_by_frequency"):
+        del props[META_PREFIX + key]
+    meta = ArtifactMeta.from_props(props)
+    assert (meta.context_length, meta.horizon, meta.frequencies) == (0, 0, ())
+    assert meta.quantile_offsets_by_frequency == {}
+    assert meta.quantile_offsets == ((-2.0, -2.5), (0.0, 0.0), (2.0, 2.5))
 
 
 def _good_props() -> dict[str, str]:
@@ -98,6 +129,26 @@ def _good_props() -> dict[str, str]:
         (lambda p: p.update({META_PREFIX + "metrics": "{not json"}), "metrics' is not valid JSON"),
         (lambda p: p.update({META_PREFIX + "quantile_levels": "[0.1]"}), "quantile_levels"),
         (lambda p: p.update({META_PREFIX + "quantile_levels": "[0, 0.5, 1.5]"}), "quantile_levels"),
+        (
+            lambda p: p.update({META_PREFIX + "context_length": "-1"}),
+            "metadata context_length must be a non-negative integer, got -1",
+        ),
+        (
+            lambda p: p.update({META_PREFIX + "horizon": '"12"'}),
+            "metadata horizon must be a non-negative integer, got '12'",
+        ),
+        (
+            lambda p: p.update({META_PREFIX + "frequencies": '"monthly"'}),
+            "metadata frequencies must be a list of distinct non-empty names",
+        ),
+        (
+            lambda p: p.update({META_PREFIX + "frequencies": '["monthly", "monthly"]'}),
+            "metadata frequencies must be a list of distinct non-empty names",
+        ),
+        (
+            lambda p: p.update({META_PREFIX + "quantile_offsets_by_frequency": "[[1.0]]"}),
+            "metadata quantile_offsets_by_frequency must be an object",
+        ),
     ],
 )
 def test_from_props_rejects_missing_or_bad_keys(change, message):
@@ -105,3 +156,97 @@ def test_from_props_rejects_missing_or_bad_keys(change, message):
     change(props)
     with pytest.raises(ValueError, match=re.escape(message)):
         ArtifactMeta.from_props(props)
+
+
+def _with_table(name: str, rows_json: str) -> dict[str, str]:
+    props = _good_props()
+    props[META_PREFIX + "quantile_offsets_by_frequency"] = f'{{"{name}": {rows_json}}}'
+    return props
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "problem"),
+    [
+        ("monthly", "[[-1.0], [0.0]]", "got 2 row(s)"),  # 3 levels, 2 rows
+        ("monthly", "[[-1.0], [0.0], [1.0], [2.0]]", "got 4 row(s)"),
+        ("monthly", "[[-1.0], [], [1.0]]", "row 1 is []"),
+        ("monthly", "[[-1.0], [0.0], [1.0, NaN]]", "row 2 holds nan"),
+        ("monthly", "[[-1.0], [0.0], [Infinity]]", "row 2 holds inf"),
+        ("monthly", '[[-1.0], [0.0], ["1"]]', "row 2 holds '1'"),
+        ("monthly", "[[-1.0], [0.0], [true]]", "row 2 holds True"),
+        ("monthly", "[[-1.0], 0.0, [1.0]]", "row 1 is 0.0"),
+        ("monthly", '"wide"', "got str"),
+    ],
+)
+def test_from_props_refuses_a_malformed_frequency_table(name, rows, problem):
+    with pytest.raises(ValueError) as e:
+        ArtifactMeta.from_props(_with_table(name, rows))
+    message = str(e.value)
+    assert message.startswith("metadata quantile_offsets_by_frequency['monthly'] must hold 3 ")
+    assert "one per quantile level" in message and message.endswith(problem)
+
+
+def test_from_props_refuses_a_table_for_an_unknown_frequency():
+    with pytest.raises(ValueError) as e:
+        ArtifactMeta.from_props(_with_table("weekly", "[[-1.0], [0.0], [1.0]]"))
+    assert str(e.value) == (
+        "metadata quantile_offsets_by_frequency['weekly']: 'weekly' is not one of frequencies "
+        "['yearly', 'quarterly', 'monthly', 'other']"
+    )
+
+
+# ---- meta_from_checkpoint: the new keys come from the checkpoint's info ------------------------
+CONFIG = SimpleNamespace(
+    variant="cho2014", input_size=1, hidden_size=8, num_layers=1, output_size=1
+)
+INFO = {
+    "name": "m",
+    "version": "1",
+    "quantile_levels": [0.1, 0.9],
+    "quantile_offsets": [[-1.0, -1.5], [1.0, 1.5]],
+}
+
+
+def test_meta_from_checkpoint_copies_the_frequency_keys():
+    info = {
+        **INFO,
+        "context_length": 104,
+        "horizon": 18,
+        "frequencies": ["yearly", "quarterly", "monthly", "other"],
+        "quantile_offsets_by_frequency": {"monthly": [[-0.5, -0.75, -1], [0.5, 0.75, 1]]},
+    }
+    meta = meta_from_checkpoint(CONFIG, info, versions={})
+    assert (meta.context_length, meta.horizon) == (104, 18)
+    assert meta.frequencies == ("yearly", "quarterly", "monthly", "other")
+    assert meta.quantile_offsets_by_frequency == {
+        "monthly": ((-0.5, -0.75, -1.0), (0.5, 0.75, 1.0))
+    }
+    assert ArtifactMeta.from_props(meta.to_props()) == meta
+
+
+def test_meta_from_checkpoint_without_the_keys_gets_the_defaults():
+    meta = meta_from_checkpoint(CONFIG, dict(INFO), versions={})
+    assert (meta.context_length, meta.horizon, meta.frequencies) == (0, 0, ())
+    assert meta.quantile_offsets_by_frequency == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"frequencies": ["monthly"], "quantile_offsets_by_frequency": {"monthly": [[-1.0]]}},
+            "checkpoint info quantile_offsets_by_frequency['monthly'] must hold 2 non-empty "
+            "row(s) of finite numbers, one per quantile level: got 1 row(s)",
+        ),
+        (
+            {"quantile_offsets_by_frequency": {"monthly": [[-1.0], [1.0]]}},
+            "checkpoint info quantile_offsets_by_frequency['monthly']: 'monthly' is not one of "
+            "frequencies []",
+        ),
+        ({"horizon": 1.5}, "checkpoint info horizon must be a non-negative integer, got 1.5"),
+    ],
+)
+def test_meta_from_checkpoint_refuses_malformed_frequency_keys(extra, message):
+    with pytest.raises(ValueError) as e:
+        meta_from_checkpoint(CONFIG, {**INFO, **extra}, versions={})
+    assert str(e.value) == message

@@ -168,12 +168,16 @@ class Reference:
             "scale": scale,
         }
 
-    def offset(self, level: float, step: int) -> float:
-        """Scaled-space offset of `level` at 0-based `step`: calibrated rows (last one reused
-        past the table), 0 at the median, linear in the level between calibrated levels."""
+    def offset(self, level: float, step: int, frequency: str | None = None) -> float:
+        """Scaled-space offset of `level` at 0-based `step`: the frequency's rows when the
+        metadata has a table for it (else the pooled rows), a row of S steps widened past its
+        end as row[S-1] * sqrt((step + 1) / S), 0 at the median, linear in the level between
+        calibrated levels."""
+        rows = self.meta.quantile_offsets_by_frequency.get(frequency, self.meta.quantile_offsets)
         table = {0.5: 0.0}
-        for q, row in zip(self.meta.quantile_levels, self.meta.quantile_offsets, strict=True):
-            table[q] = row[min(step, len(row) - 1)]
+        for q, row in zip(self.meta.quantile_levels, rows, strict=True):
+            S = len(row)
+            table[q] = row[step] if step < S else row[-1] * ((step + 1) / S) ** 0.5
         qs = sorted(table)
         return float(np.interp(level, qs, [table[q] for q in qs]))
 

@@ -252,6 +252,39 @@ CASES = [
         "quantiles",
     ),
     ("ts-quantile-1", TS, ts([1.0], quantiles=[1.0]), 422, "invalid_input", "options.quantiles"),
+    # frequency: one of the model's names (GET /v1/models), a string
+    (
+        "unknown-frequency",
+        F,
+        {"series": [[1.0]], "horizon": 2, "frequency": "weekly"},
+        422,
+        "invalid_input",
+        "frequency",
+    ),
+    (
+        "kserve-letter-frequency",
+        F,
+        {"series": [[1.0]], "horizon": 2, "frequency": "M"},
+        422,
+        "invalid_input",
+        "frequency",
+    ),
+    (
+        "number-frequency",
+        F,
+        {"series": [[1.0]], "horizon": 2, "frequency": 12},
+        422,
+        "invalid_input",
+        "frequency",
+    ),
+    (
+        "list-frequency",
+        F,
+        {"series": [[1.0]], "horizon": 2, "frequency": ["monthly"]},
+        422,
+        "invalid_input",
+        "frequency",
+    ),
     # wrong JSON types
     (
         "string-number",

@@ -28,15 +28,15 @@ def max_err(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def q_ref(ref: Reference, fc: dict, level: float) -> np.ndarray:
+def q_ref(ref: Reference, fc: dict, level: float, frequency: str | None = None) -> np.ndarray:
     """A quantile path re-derived here: scaled point forecast + offset, back to data units."""
-    off = np.array([ref.offset(level, s) for s in range(len(fc["scaled"]))])[:, None]
+    off = np.array([ref.offset(level, s, frequency) for s in range(len(fc["scaled"]))])[:, None]
     return (fc["scaled"] + off) * fc["scale"] + fc["loc"]
 
 
 # ---- /v1/forecast ------------------------------------------------------------------------------
 def test_forecast_matches_reference_for_many_series(client, tiny_reference):
-    horizon = 5  # longer than the 3-step offset table: the last offset is reused
+    horizon = 5  # longer than the 3-step offset table: widened past it
     levels = [0.1, 0.3, 0.5, 0.9]
     r = client.post(
         "/v1/forecast", json={"series": SERIES, "horizon": horizon, "quantiles": levels}
@@ -64,19 +64,115 @@ def test_forecast_matches_reference_for_many_series(client, tiny_reference):
         assert out["state"] is None
 
 
-def test_forecast_quantile_offsets_follow_metadata(client, tiny_reference):
-    """With a constant history the scaled forecast is the same per step; quantile minus mean,
-    divided by the scale, must be exactly the metadata's offset for that step."""
-    history = [1.0, 3.0, 1.0, 3.0]  # loc 2, scale 1
-    r = client.post(
-        "/v1/forecast", json={"series": [history], "horizon": 4, "quantiles": [0.1, 0.9]}
-    )
+HISTORY_LOC2_SCALE1 = [1.0, 3.0, 1.0, 3.0]  # loc 2, scale 1: quantile - mean = scaled offset
+
+
+def spreads(client, horizon: int, levels, **extra) -> tuple[list[float], dict[str, np.ndarray]]:
+    """(mean, {level: quantile - mean}) of one forecast of HISTORY_LOC2_SCALE1."""
+    body = {"series": [HISTORY_LOC2_SCALE1], "horizon": horizon, "quantiles": levels, **extra}
+    r = client.post("/v1/forecast", json=body)
+    assert r.status_code == 200, r.text
     out = r.json()["forecasts"][0]
     mean = np.array(out["mean"])
-    offsets = tiny_reference.meta.quantile_offsets  # ((-1, -1.5, -2), (1, 1.5, 2))
-    assert max_err(np.array(out["quantiles"]["0.1"]) - mean, [-1.0, -1.5, -2.0, -2.0]) <= TOL
-    assert max_err(np.array(out["quantiles"]["0.9"]) - mean, [1.0, 1.5, 2.0, 2.0]) <= TOL
-    assert offsets[0][-1] == -2.0 and offsets[1][-1] == 2.0
+    return out["mean"], {q: np.array(v) - mean for q, v in out["quantiles"].items()}
+
+
+def test_forecast_quantile_offsets_follow_metadata(client, tiny_reference):
+    """Quantile minus mean, divided by the scale (1 here), must be the metadata's offset for
+    that step; past the 3-step table it widens as offset[2] * sqrt((s + 1) / 3)."""
+    _, spread = spreads(client, 4, [0.1, 0.9])
+    offsets = tiny_reference.meta.quantile_offsets
+    assert offsets == ((-1.0, -1.5, -2.0), (1.0, 1.5, 2.0))
+    assert max_err(spread["0.1"], [-1.0, -1.5, -2.0, -2.0 * (4 / 3) ** 0.5]) <= TOL
+    assert max_err(spread["0.9"], [1.0, 1.5, 2.0, 2.0 * (4 / 3) ** 0.5]) <= TOL
+
+
+# The tiny model's per-frequency tables (tests/conftest.py), written out by hand:
+#   yearly  0.1: -2, -3              0.9: 2.5, 3.5
+#   monthly 0.1: -0.5, -0.6, -0.7, -0.8    0.9: 0.4, 0.45, 0.5
+# quarterly and other are known names without a table (pooled: +-1, 1.5, 2).
+@pytest.mark.parametrize(
+    ("frequency", "low", "high"),
+    [
+        (
+            "yearly",
+            [-2.0, -3.0, -3.0 * 1.5**0.5, -3.0 * 2.0**0.5],
+            [2.5, 3.5, 3.5 * 1.5**0.5, 3.5 * 2**0.5],
+        ),
+        ("monthly", [-0.5, -0.6, -0.7, -0.8], [0.4, 0.45, 0.5, 0.5 * (4 / 3) ** 0.5]),
+        (
+            "quarterly",
+            [-1.0, -1.5, -2.0, -2.0 * (4 / 3) ** 0.5],
+            [1.0, 1.5, 2.0, 2.0 * (4 / 3) ** 0.5],
+        ),
+        (None, [-1.0, -1.5, -2.0, -2.0 * (4 / 3) ** 0.5], [1.0, 1.5, 2.0, 2.0 * (4 / 3) ** 0.5]),
+    ],
+)
+def test_forecast_frequency_picks_its_quantile_table(client, frequency, low, high):
+    extra = {} if frequency is None else {"frequency": frequency}
+    mean, spread = spreads(client, 4, [0.1, 0.9], **extra)
+    assert max_err(spread["0.1"], low) <= TOL
+    assert max_err(spread["0.9"], high) <= TOL
+    pooled_mean, _ = spreads(client, 4, [0.1, 0.9])
+    assert mean == pooled_mean  # the point forecast does not depend on the frequency
+
+
+def test_forecast_frequency_widens_past_its_table_by_the_sqrt_rule(client):
+    horizon = 10
+    _, spread = spreads(client, horizon, [0.1, 0.3, 0.9], frequency="monthly")
+    low = [-0.5, -0.6, -0.7, -0.8] + [-0.8 * ((s + 1) / 4) ** 0.5 for s in range(4, horizon)]
+    high = [0.4, 0.45, 0.5] + [0.5 * ((s + 1) / 3) ** 0.5 for s in range(3, horizon)]
+    assert max_err(spread["0.1"], low) <= TOL
+    assert max_err(spread["0.9"], high) <= TOL
+    assert max_err(spread["0.3"], np.array(low) / 2) <= TOL  # halfway to the median
+    assert spread["0.9"][-1] == pytest.approx(0.5 * (10 / 3) ** 0.5, abs=TOL)
+
+
+def test_forecast_frequency_applies_to_every_series(client, tiny_reference):
+    series = SERIES[:3]
+    body = {"series": series, "horizon": 5, "quantiles": [0.1, 0.9], "frequency": "yearly"}
+    r = client.post("/v1/forecast", json=body)
+    assert r.status_code == 200, r.text
+    for s, out in zip(series, r.json()["forecasts"], strict=True):
+        fc = tiny_reference.forecast(s, 5)
+        assert max_err(out["mean"], fc["mean"][:, 0]) <= TOL
+        for q in (0.1, 0.9):
+            want = q_ref(tiny_reference, fc, q, "yearly")[:, 0]
+            assert max_err(out["quantiles"][f"{q:g}"], want) <= TOL
+            pooled = q_ref(tiny_reference, fc, q)[:, 0]
+            assert max_err(want, pooled) >= 0.5 * fc["scale"][0]  # not the pooled numbers
+
+
+@pytest.mark.parametrize("frequency", ["weekly", "Monthly", "", "M"])
+def test_forecast_unknown_frequency_is_422_listing_the_known_names(client, frequency):
+    body = {"series": [[1.0, 2.0]], "horizon": 2, "frequency": frequency}
+    r = client.post("/v1/forecast", json=body)
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": {
+            "code": "invalid_input",
+            "message": f"unknown frequency {frequency!r}; this model knows: yearly, quarterly, "
+            "monthly, other",
+            "field": "frequency",
+        }
+    }
+
+
+def test_forecast_any_frequency_is_422_for_a_model_without_frequencies(make_client, tmp_path):
+    path, _ = make_artifact(
+        tmp_path / "pooled.onnx", frequencies=(), quantile_offsets_by_frequency={}
+    )
+    client = make_client(model_path=path)
+    r = client.post("/v1/forecast", json={"series": [[1.0, 2.0]], "frequency": "monthly"})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert (err["code"], err["field"]) == ("invalid_input", "frequency")
+    assert err["message"] == (
+        "unknown frequency 'monthly': this model knows no frequencies (its intervals are "
+        "pooled); leave `frequency` out"
+    )
+    assert client.get("/v1/models").json()["models"][0]["frequencies"] == []
+    assert client.post("/v1/forecast", json={"series": [[1.0, 2.0]]}).status_code == 200
 
 
 def test_forecast_multivariate_matches_reference(make_client, tmp_path, monkeypatch):
@@ -194,8 +290,9 @@ def test_timeseries_forecast_matches_reference(client, tiny_reference):
     fc = tiny_reference.forecast(SERIES[0], 4)
     assert content["name"] == "s" and content["type"] == "univariate_time_series"
     assert max_err(content["mean_forecast"], fc["mean"][:, 0]) <= TOL
-    assert max_err(content["quantiles"]["0.1"], q_ref(tiny_reference, fc, 0.1)[:, 0]) <= TOL
-    assert max_err(content["quantiles"]["0.9"], q_ref(tiny_reference, fc, 0.9)[:, 0]) <= TOL
+    for q in (0.1, 0.9):  # frequency M: the monthly table
+        want = q_ref(tiny_reference, fc, q, "monthly")[:, 0]
+        assert max_err(content["quantiles"][f"{q:g}"], want) <= TOL
     # the same numbers as /v1/forecast: one core behind both doors
     rest = client.post("/v1/forecast", json={"series": [SERIES[0]], "horizon": 4}).json()
     assert content["mean_forecast"] == rest["forecasts"][0]["mean"]
@@ -228,6 +325,70 @@ def test_timeseries_forecast_start_follows_frequency(client, frequency, start, n
     assert content["frequency"] == frequency
 
 
+# KServe frequency -> the tiny model's table: Y/year -> yearly, M/month -> monthly; quarterly
+# has no table of its own; everything else is pooled.
+YEARLY_LOW = [-2.0, -3.0, -3.0 * 1.5**0.5]
+MONTHLY_LOW = [-0.5, -0.6, -0.7]
+POOLED_LOW = [-1.0, -1.5, -2.0]
+
+
+@pytest.mark.parametrize(
+    ("frequency", "low"),
+    [
+        ("Y", YEARLY_LOW),
+        ("year", YEARLY_LOW),
+        ("M", MONTHLY_LOW),
+        ("month", MONTHLY_LOW),
+        ("Q", POOLED_LOW),
+        ("quarter", POOLED_LOW),
+        ("W", POOLED_LOW),
+        ("D", POOLED_LOW),
+        ("H", POOLED_LOW),
+        ("S", POOLED_LOW),
+        ("minute", POOLED_LOW),
+    ],
+)
+def test_timeseries_frequency_picks_the_calibrated_quantiles(client, frequency, low):
+    body = ts_body(HISTORY_LOC2_SCALE1, frequency, horizon=3, quantiles=[0.1])
+    r = client.post("/v1/timeseries/forecast", json=body)
+    assert r.status_code == 200, r.text
+    content = r.json()["outputs"][0]["content"][0]
+    spread = np.array(content["quantiles"]["0.1"]) - np.array(content["mean_forecast"])
+    assert max_err(spread, low) <= TOL
+    assert content["frequency"] == frequency
+
+
+def test_timeseries_frequency_is_per_input(client):
+    items = [
+        {"name": n, "series": HISTORY_LOC2_SCALE1, "frequency": f}
+        for n, f in zip("abc", "YMD", strict=True)
+    ]
+    body = {"inputs": items, "options": {"horizon": 3, "quantiles": [0.1]}}
+    r = client.post("/v1/timeseries/forecast", json=body)
+    assert r.status_code == 200, r.text
+    content = r.json()["outputs"][0]["content"]
+    for c, low in zip(content, (YEARLY_LOW, MONTHLY_LOW, POOLED_LOW), strict=True):
+        spread = np.array(c["quantiles"]["0.1"]) - np.array(c["mean_forecast"])
+        assert max_err(spread, low) <= TOL
+    assert content[0]["mean_forecast"] == content[1]["mean_forecast"] == content[2]["mean_forecast"]
+
+
+def test_timeseries_frequency_the_model_does_not_know_is_pooled(make_client, tmp_path):
+    path, _ = make_artifact(
+        tmp_path / "yearly-only.onnx",
+        frequencies=("yearly",),
+        quantile_offsets_by_frequency={"yearly": ((-2.0, -3.0), (2.5, 3.5))},
+    )
+    client = make_client(model_path=path)
+    for frequency, low in (("M", POOLED_LOW), ("Y", YEARLY_LOW)):
+        body = ts_body(HISTORY_LOC2_SCALE1, frequency, horizon=3, quantiles=[0.1])
+        r = client.post("/v1/timeseries/forecast", json=body)
+        assert r.status_code == 200, r.text
+        content = r.json()["outputs"][0]["content"][0]
+        spread = np.array(content["quantiles"]["0.1"]) - np.array(content["mean_forecast"])
+        assert max_err(spread, low) <= TOL
+
+
 def test_timeseries_forecast_without_start_has_no_timestamp(client):
     r = client.post("/v1/timeseries/forecast", json=ts_body([1.0, 2.0], start=None))
     assert r.status_code == 200
@@ -250,6 +411,8 @@ def test_models_reports_sizes_and_provider(client):
     assert m["name"] == "tiny" and m["version"] == "0.0.1" and m["variant"] == "cho2014"
     assert (m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]) == (1, 8, 2, 1)
     assert m["quantile_levels"] == [0.1, 0.9]
+    assert (m["context_length"], m["horizon"]) == (16, 3)
+    assert m["frequencies"] == ["yearly", "quarterly", "monthly", "other"]
     assert m["provider"] == "CPUExecutionProvider"
     assert m["recurrent_nodes"] == "CPUExecutionProvider"
 

@@ -92,6 +92,67 @@ def test_stream_quantiles_are_one_step_offsets(client, tiny_reference):
         assert o["quantiles"][f"{q:g}"] == pytest.approx(want, abs=1e-5)
 
 
+# The tiny model's first-step offsets (tests/conftest.py), by hand: pooled 0.1 -1, 0.9 +1;
+# yearly -2, +2.5; monthly -0.5, +0.4 (then -0.6/+0.45, -0.7/+0.5, -0.8/+0.5*sqrt(4/3)).
+@pytest.mark.parametrize(
+    ("frequency", "low", "high"),
+    [("yearly", -2.0, 2.5), ("monthly", -0.5, 0.4), ("quarterly", -1.0, 1.0), (None, -1.0, 1.0)],
+)
+def test_stream_frequency_sets_the_per_step_quantiles(client, tiny_reference, frequency, low, high):
+    options = {"quantiles": [0.1, 0.9, 0.3]}
+    if frequency is not None:
+        options["frequency"] = frequency
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, history=HISTORY, options=options)
+        outs = step_all(ws, STEPS[:3])
+    _, scale = tiny_reference.scaler(HISTORY)
+    want_y = expected_outputs(tiny_reference, HISTORY, STEPS[:3])
+    for o, y in zip(outs, want_y, strict=True):
+        assert o["y"] == pytest.approx(y, abs=1e-5)  # the point forecast ignores the frequency
+        assert o["quantiles"]["0.1"] == pytest.approx(o["y"] + low * scale[0], abs=1e-5)
+        assert o["quantiles"]["0.9"] == pytest.approx(o["y"] + high * scale[0], abs=1e-5)
+        assert o["quantiles"]["0.3"] == pytest.approx(o["y"] + low / 2 * scale[0], abs=1e-5)
+
+
+def test_stream_forecast_fork_uses_the_frequency_and_equals_rest(client, tiny_reference):
+    options = {"quantiles": [0.1, 0.9], "frequency": "monthly"}
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, history=HISTORY, options=options)
+        step_all(ws, STEPS[:3])
+        ws.send_json({"type": "forecast", "horizon": 6})
+        fc = ws.receive_json()
+    _, scale = tiny_reference.scaler(HISTORY)
+    mean = np.array(fc["mean"])
+    low = [-0.5, -0.6, -0.7, -0.8, -0.8 * (5 / 4) ** 0.5, -0.8 * (6 / 4) ** 0.5]
+    high = [0.4, 0.45, 0.5, 0.5 * (4 / 3) ** 0.5, 0.5 * (5 / 3) ** 0.5, 0.5 * 2**0.5]
+    np.testing.assert_allclose((np.array(fc["quantiles"]["0.1"]) - mean) / scale, low, atol=1e-5)
+    np.testing.assert_allclose((np.array(fc["quantiles"]["0.9"]) - mean) / scale, high, atol=1e-5)
+    # the same numbers as REST continuing from the same scaling, with the same frequency
+    rest = client.post(
+        "/v1/forecast", json={"series": [HISTORY], "horizon": 1, "return_state": True}
+    ).json()["forecasts"][0]["state"]
+    body = {"series": [STEPS[:3]], "horizon": 6, "state": [rest], **options}
+    r = client.post("/v1/forecast", json=body).json()["forecasts"][0]
+    for q in ("0.1", "0.9"):
+        assert np.abs(np.array(fc["quantiles"][q]) - np.array(r["quantiles"][q])).max() <= 1e-6
+
+
+def test_stream_unknown_frequency_is_an_error_listing_the_known_names(client):
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start", "options": {"quantiles": [0.9], "frequency": "weekly"}})
+        err = ws.receive_json()
+        assert err == {
+            "type": "error",
+            "code": "invalid_input",
+            "message": "unknown frequency 'weekly'; this model knows: yearly, quarterly, monthly, "
+            "other",
+            "field": "options.frequency",
+        }
+        start(ws, options={"quantiles": [0.9], "frequency": "yearly"})
+        (o,) = step_all(ws, [0.0])  # no history: loc 0, scale 1
+        assert o["quantiles"]["0.9"] == pytest.approx(o["y"] + 2.5, abs=1e-5)
+
+
 def test_stream_without_history_reads_raw_values(client, tiny_reference):
     with client.websocket_connect("/v1/stream") as ws:
         assert start(ws)["step"] == 0
@@ -182,6 +243,32 @@ def test_stream_resume_from_token_continues_exactly(client):
         assert a["token"] == b["token"]
 
 
+def test_stream_resume_keeps_the_frequency(client):
+    options = {"quantiles": [0.1, 0.9], "frequency": "yearly", "token": True}
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, history=HISTORY, options=options)
+        outs = step_all(ws, STEPS)
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, resume=outs[2]["token"])
+        resumed = step_all(ws, STEPS[3:])
+        ws.send_json({"type": "forecast", "horizon": 3})
+        resumed_fc = ws.receive_json()
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, history=HISTORY, options=options)
+        step_all(ws, STEPS)
+        ws.send_json({"type": "forecast", "horizon": 3})
+        straight_fc = ws.receive_json()
+    for a, b in zip(resumed, outs[3:], strict=True):
+        assert (a["step"], a["y"], a["quantiles"]) == (b["step"], b["y"], b["quantiles"])
+    assert resumed_fc == straight_fc
+    # `options` sent with `resume` replace the token's: without a frequency, pooled quantiles
+    with client.websocket_connect("/v1/stream") as ws:
+        start(ws, resume=outs[2]["token"], options={"quantiles": [0.1, 0.9]})
+        (pooled,) = step_all(ws, STEPS[3:4])
+    assert pooled["y"] == outs[3]["y"]
+    assert pooled["quantiles"] != outs[3]["quantiles"]
+
+
 @pytest.mark.parametrize(
     ("mangle", "code", "words"),
     [
@@ -266,6 +353,9 @@ def test_stream_bad_message_is_an_error_and_session_stays_usable(client, frame, 
         ({"options": {"colour": "red"}}, "options"),
         ({"options": {"output": "sometimes"}}, "options.output"),
         ({"options": {"token": "yes"}}, "options.token"),
+        ({"options": {"frequency": "weekly"}}, "options.frequency"),
+        ({"options": {"frequency": "Y"}}, "options.frequency"),
+        ({"options": {"frequency": 12}}, "options.frequency"),
         ({"scaling": {"loc": [0], "scale": [0]}}, "scaling.scale"),
     ],
 )

@@ -71,6 +71,39 @@ def test_token_is_compact_url_safe_text():
     assert len(_raw(token)) == 21 + len("tiny") + len("0.0.1") + 16 + 4 * (2 + L * H + 1) + 32
 
 
+def test_token_with_a_frequency_round_trips_as_format_2():
+    st = dataclasses.replace(_state(), frequency="monthly")
+    token = _codec().encode(st)
+    raw = _raw(token)
+    assert raw[0] == 2
+    L, H = META.num_layers, META.hidden_size
+    # one more header byte (the frequency's length), then the name after the version
+    assert (
+        len(raw) == 22 + len("tiny") + len("0.0.1") + len("monthly") + 16 + 4 * (2 + L * H + 1) + 32
+    )
+    assert raw[22 + len("tiny0.0.1") :].startswith(b"monthly")
+    back = _codec().decode(token)
+    assert back.frequency == "monthly"
+    assert back.h.tobytes() == st.h.tobytes() and back.step == st.step
+    assert back.quantiles == (0.1, 0.9) and back.flags & RETURN_HIDDEN
+
+
+def test_token_without_a_frequency_stays_format_1():
+    token = _codec().encode(_state())
+    assert _raw(token)[0] == 1
+    assert _codec().decode(token).frequency is None
+
+
+def test_token_frequency_the_model_does_not_know_is_a_mismatch():
+    token = _codec().encode(dataclasses.replace(_state(), frequency="monthly"))
+    with pytest.raises(TokenMismatch) as e:
+        _codec(frequencies=("yearly",)).decode(token)
+    assert e.value.field == "resume"
+    assert e.value.message == (
+        "the resume token's frequency 'monthly' is not one this model knows (yearly)"
+    )
+
+
 def test_token_signed_with_another_secret_is_rejected():
     token = _codec(b"other").encode(_state())
     with pytest.raises(InvalidToken, match="signature does not match"):
