@@ -28,8 +28,12 @@ test: $(DEV_STAMP)
 train: $(DEV_STAMP)
 	$(VENV)/bin/gru-serve train
 
+# The statsmodels backtests, then the three competitions through the serving core.
 evaluate: $(DEV_STAMP)
 	$(VENV)/bin/gru-serve evaluate
+	$(VENV)/bin/gru-serve evaluate --benchmark m3
+	$(VENV)/bin/gru-serve evaluate --benchmark m1
+	$(VENV)/bin/gru-serve evaluate --benchmark tourism
 
 export: $(DEV_STAMP)
 	$(VENV)/bin/gru-serve export

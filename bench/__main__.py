@@ -18,6 +18,7 @@ def main() -> None:
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per level")
     p.add_argument("--levels", default="1,16,64", help="concurrent clients")
+    p.add_argument("--model", help="ONNX artifact to serve (default: artifacts/gru.onnx)")
     modules = {name: importlib.import_module(mod) for name, mod in SECTIONS.items()}
     for m in modules.values():
         m.add_arguments(p)

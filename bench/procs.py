@@ -107,8 +107,11 @@ def app_cmd(kind: str, model: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "bench.apps", kind, "--model", str(model), "--port", str(port)]
 
 
-def artifact() -> tuple[Path, str]:
-    """The bundled artifact when present, else a tiny random one (needs the onnx package)."""
+def artifact(path: str | None = None) -> tuple[Path, str]:
+    """`path` when given (`--model`), else the bundled artifact when present, else a tiny
+    random one (needs the onnx package)."""
+    if path:
+        return Path(path), f"artifact {path}"
     if BUNDLED.is_file():
         return BUNDLED, "bundled artifacts/gru.onnx"
     sys.path.insert(0, str(ROOT / "tests"))

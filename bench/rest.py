@@ -53,7 +53,7 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
 
 
 def run(args) -> tuple[dict, str]:
-    model, model_desc = procs.artifact()
+    model, model_desc = procs.artifact(args.model)
     levels = args.levels
     body = request_body(args.length, args.horizon)
     print(f"REST bench on {model_desc}: {PATH}, 1 series of {args.length}, horizon {args.horizon}")

@@ -218,7 +218,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> tuple[dict, str]:
     levels = [int(x) for x in str(args.stream_levels).split(",")]
-    model, model_desc = procs.artifact()
+    model, model_desc = procs.artifact(args.model)
     results: dict = {"model": model_desc, "seconds": args.seconds, "levels": levels, "goals": {}}
     # Both servers up at once, measured level by level in turn (floor, then service), so a
     # change in the machine's load hits both sides of a ratio alike.
@@ -321,6 +321,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__)
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per level")
+    p.add_argument("--model", help="ONNX artifact to serve (default: artifacts/gru.onnx)")
     add_arguments(p)
     args = p.parse_args()
     data, markdown = run(args)

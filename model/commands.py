@@ -7,6 +7,9 @@ import sys
 
 DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
 DEFAULT_REPORT_DIR = "artifacts/report"
+DEFAULT_ARTIFACT = "artifacts/gru.onnx"
+# The statsmodels backtests of a competition-trained model: the horizon they always had.
+STATSMODELS_HORIZON = 12
 
 
 def _one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -21,8 +24,8 @@ def _one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (default: the bundled statsmodels series)")
-    g.add_argument("--csv", metavar="FILE", help="train on one column of this CSV file")
+    g = p.add_argument_group("data (default: the M1, M3 and Tourism competitions' training parts)")
+    g.add_argument("--csv", metavar="FILE", help="use one column of this CSV file instead")
     g.add_argument("--column", metavar="NAME", help="the value column of --csv")
     g.add_argument(
         "--time-column", metavar="NAME", help="timestamps: sorts rows, finds missing ones"
@@ -40,8 +43,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         sub.add_parser(
             "train",
             help="train the GRU forecaster and write a checkpoint",
-            description="Train the global GRU forecaster (default: on the bundled statsmodels "
-            "series) and write a self-describing checkpoint.",
+            description="Train the global GRU forecaster and write a self-describing checkpoint. "
+            "Default data: the training parts of the M1, M3 and Tourism competitions (an "
+            "ensemble of --members GRUs combined into one); with --csv: one GRU on one column.",
         )
     )
     _data_flags(p)
@@ -57,7 +61,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
     p.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
-    p.add_argument("--cosine-lr", action="store_true", help="decay the learning rate (cosine)")
+    p.add_argument(
+        "--cosine-lr",
+        action=argparse.BooleanOptionalAction,
+        default=d.cosine,
+        help="decay the learning rate (cosine; default %(default)s)",
+    )
+    p.add_argument(
+        "--members",
+        type=int,
+        default=d.members,
+        help="ensemble members, competitions only (default %(default)s)",
+    )
     p.add_argument(
         "--patience",
         type=int,
@@ -89,17 +104,51 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _one_line_errors(
-        sub.add_parser("evaluate", help="evaluate a checkpoint against baselines on held-out tails")
+        sub.add_parser(
+            "evaluate",
+            help="score a model: a competition benchmark, or held-out tails against baselines",
+            description="With --benchmark: forecast every series of the M3, M1 or Tourism "
+            "competition through the serving core (the ONNX artifact, as /v1/forecast answers) "
+            "and score the official held-out parts against Naive2, seasonal naive, Theta and "
+            "ETS. Without it: rolling-origin backtests of the checkpoint on the held-out tails "
+            "of the statsmodels series (or of --csv) against naive, seasonal naive and ETS.",
+        )
     )
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
-    p.add_argument("--out-dir", default=DEFAULT_REPORT_DIR)
+    p.add_argument(
+        "--benchmark",
+        choices=("m3", "m1", "tourism"),
+        help="score this competition's official split through the serving core",
+    )
+    p.add_argument(
+        "--artifact",
+        default=DEFAULT_ARTIFACT,
+        help=f"ONNX artifact for --benchmark (default {DEFAULT_ARTIFACT})",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help=f"checkpoint for the backtests (default {DEFAULT_CHECKPOINT})",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=DEFAULT_REPORT_DIR,
+        help=f"report directory (default {DEFAULT_REPORT_DIR})",
+    )
     p.add_argument(
         "--recalibrate",
         action="store_true",
-        help="first recompute the checkpoint's quantile offsets with the current calibration "
+        help="first recompute a --csv checkpoint's quantile offsets with the current calibration "
         "(weights untouched) and rewrite it atomically",
     )
-    _data_flags(p)
+    g = p.add_argument_group("data for the backtests (default: the statsmodels series)")
+    g.add_argument("--csv", metavar="FILE", help="evaluate on one column of this CSV file")
+    g.add_argument("--column", metavar="NAME", help="the value column of --csv")
+    g.add_argument(
+        "--time-column", metavar="NAME", help="timestamps: sorts rows, finds missing ones"
+    )
+    g.add_argument(
+        "--season", type=int, metavar="N", help="seasonal period (default: from the time column)"
+    )
     p.set_defaults(run=run_evaluate)
 
 
@@ -137,6 +186,7 @@ def _settings(args):
         "horizon",
         "min_context",
         "context_length",
+        "members",
     )
     for name in positive:
         if getattr(args, name) < 1:
@@ -167,6 +217,7 @@ def _settings(args):
         context_length=args.context_length,
         seed=args.seed,
         max_minutes=args.max_minutes,
+        members=args.members,
     )
 
 
@@ -176,6 +227,21 @@ def run_train(args: argparse.Namespace) -> int:
     from service.cli import CliError
 
     settings = _settings(args)  # cheap checks before loading data or torch
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise CliError(f"--out {out} is a directory")
+    if args.csv is None and not (args.column or args.time_column or args.season):
+        from model.bundled import train_bundled
+        from model.checkpoint import save_checkpoint
+
+        model, info = train_bundled(settings, progress=not args.no_progress)
+        save_checkpoint(out, model, info)
+        m = info["metrics"]
+        print(
+            f"wrote {out}: {len(m['members'])} member(s), validation sMAPE M3 "
+            f"{m['validation_smape_m3']:.2f}, context length {info['context_length']}"
+        )
+        return 0
     series = _load_series(args)
     from model.train import check_lengths, train_and_save
 
@@ -183,9 +249,6 @@ def run_train(args: argparse.Namespace) -> int:
         check_lengths(series, settings)
     except ValueError as e:
         raise CliError(str(e)) from None
-    out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise CliError(f"--out {out} is a directory")
     info = train_and_save(series, settings, out, progress=not args.no_progress)
     m = info["metrics"]
     print(
@@ -198,25 +261,40 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from model.checkpoint import load_checkpoint
     from service.cli import CliError
+
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out-dir {out_dir} is not a directory")
+    if args.benchmark:
+        return _run_benchmark(args, out_dir)
+    from model.checkpoint import load_checkpoint
 
     try:
         model, info = load_checkpoint(args.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
-    if args.csv is None and any(s["source"].startswith("csv:") for s in info["data"]["series"]):
+    on_competitions = "datasets" in info.get("data", {})
+    if on_competitions and args.recalibrate:
+        raise CliError("--recalibrate applies to checkpoints trained with --csv")
+    if args.csv is None and any(
+        s["source"].startswith("csv:") for s in info["data"].get("series", [])
+    ):
         raise CliError("this checkpoint was trained on a CSV: pass the same --csv and --column")
     series = _load_series(args)
+    horizon = int(info["horizon"])
+    if on_competitions:
+        # none of these series was trained on; backtest them at their usual horizon
+        from dataclasses import replace
+
+        series = [replace(s, seen=False) for s in series]
+        horizon = STATSMODELS_HORIZON
     from model.train import TrainSettings, check_lengths
 
     try:
-        check_lengths(series, TrainSettings(horizon=info["horizon"], min_context=1))
+        check_lengths(series, TrainSettings(horizon=horizon, min_context=1))
     except ValueError as e:
         raise CliError(str(e)) from None
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--out-dir {out_dir} is not a directory")
     if args.recalibrate:
         from model.train import recalibrate
 
@@ -234,10 +312,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     from model.evaluate import write_report
 
-    report = write_report(model, info, series, out_dir)
+    report = write_report(model, info, series, out_dir, horizon)
     m = report["mean_mase"]
     print(
         f"wrote {out_dir}/evaluation.md: mean MASE GRU {m['gru']:.3f}, naive {m['naive']:.3f}, "
         f"seasonal naive {m['seasonal_naive']:.3f}, ETS {m['ets']:.3f}"
+    )
+    return 0
+
+
+def _run_benchmark(args: argparse.Namespace, out_dir) -> int:
+    from pathlib import Path
+
+    from service.cli import CliError
+
+    artifact = Path(args.artifact)
+    if not artifact.is_file():
+        raise CliError(f"--artifact {artifact} does not exist")
+    from model.benchmark import write_benchmark
+
+    result = write_benchmark(args.benchmark, artifact, out_dir)
+    t = result["table"]["all"]
+    print(
+        f"wrote {out_dir}/benchmark-{args.benchmark}.md: sMAPE GRU {t['smape']['gru']:.2f}, "
+        f"Naive2 {t['smape']['naive2']:.2f}, Theta {t['smape']['theta']:.2f}, "
+        f"ETS {t['smape']['ets']:.2f}"
     )
     return 0

@@ -24,11 +24,14 @@ from model.quantiles import coverage, interval_pairs
 METHODS = ("gru", "naive", "seasonal_naive", "ets")
 
 
-def evaluate(model: GRUForecaster, info: dict, series: list[Series]) -> dict:
-    h, ctx = int(info["horizon"]), int(info["context_length"])
+def evaluate(
+    model: GRUForecaster, info: dict, series: list[Series], horizon: int | None = None
+) -> dict:
+    h = int(info["horizon"]) if horizon is None else horizon
+    ctx = int(info["context_length"])
     scaler = Scaler(**info["scaler"])
     levels = tuple(info["quantile_levels"])
-    offsets = info["quantile_offsets"]
+    offsets = [row[:h] for row in info["quantile_offsets"]]
     per_series, all_bt = {}, []
     for s in series:
         bt = backtest(model, s, "test", h, ctx, scaler)
@@ -52,7 +55,12 @@ def evaluate(model: GRUForecaster, info: dict, series: list[Series]) -> dict:
         }
         bt.preds = preds  # kept for the plot
     return {
-        "checkpoint": {k: info[k] for k in ("name", "version", "horizon", "context_length")},
+        "checkpoint": {
+            "name": info["name"],
+            "version": info["version"],
+            "horizon": h,
+            "context_length": ctx,
+        },
         "variant": model.config.variant,
         "series": per_series,
         "mean_mase": _mean_mase(per_series, lambda r: True),
@@ -145,7 +153,8 @@ def plot(backtests, report: dict, info: dict, path: Path, names: tuple[str, ...]
 
     chosen = [b for b in backtests if b.series.name in names] or backtests[:4]
     levels = info["quantile_levels"]
-    off = np.asarray(info["quantile_offsets"])
+    h = report["checkpoint"]["horizon"]
+    off = np.asarray([row[:h] for row in info["quantile_offsets"]])
     (lo, hi) = report["intervals"][0]  # widest interval
     fig, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.6 * len(chosen)))
     for ax, b in zip(np.atleast_1d(axes), chosen, strict=True):
@@ -193,11 +202,11 @@ def plot(backtests, report: dict, info: dict, path: Path, names: tuple[str, ...]
             os.unlink(tmp)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
         os.replace(tmp, path)
     finally:
@@ -205,11 +214,15 @@ def write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    write_atomic_bytes(path, text.encode())
+
+
 PLOT_SERIES = ("co2", "elec_equip", "macro_unemp", "nile")
 
 
-def write_report(model, info, series, out_dir: Path) -> dict:
-    report, backtests = evaluate(model, info, series)
+def write_report(model, info, series, out_dir: Path, horizon: int | None = None) -> dict:
+    report, backtests = evaluate(model, info, series, horizon)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Plot first: if anything fails, no new table claims a plot that is not there.
     plot(backtests, report, info, out_dir / "forecasts.png", PLOT_SERIES)

@@ -47,8 +47,12 @@ def calibrate_offsets(
 
 
 def step_scale(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean |residual| per step (horizon,), made non-decreasing over the horizon."""
-    s = np.average(np.abs(residuals), axis=0, weights=weights)
+    """Weighted mean |residual| per step (horizon,), made non-decreasing over the horizon.
+
+    NaN marks a step a row does not have (a window shorter than the table): it is skipped."""
+    have = np.isfinite(residuals)
+    w = np.where(have, weights[:, None], 0.0)
+    s = (np.where(have, np.abs(residuals), 0.0) * w).sum(axis=0) / np.maximum(w.sum(axis=0), 1e-300)
     s = np.maximum.accumulate(np.maximum(s, 1e-12))  # never zero: it divides
     return s
 
@@ -56,7 +60,9 @@ def step_scale(residuals: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def calibrate_pooled(
     residuals: np.ndarray, weights: np.ndarray | None = None, levels: tuple[float, ...] = LEVELS
 ) -> list[list[float]]:
-    """residuals (N, horizon) scaled, weights (N,) -> offsets [level][step] (see module doc)."""
+    """residuals (N, horizon) scaled, weights (N,) -> offsets [level][step] (see module doc).
+
+    NaN entries (steps a shorter window does not reach) are left out of every statistic."""
     residuals = np.asarray(residuals, float)
     if residuals.ndim != 2 or len(residuals) == 0:
         raise ValueError("need residuals of shape (N >= 1, horizon)")
@@ -64,7 +70,9 @@ def calibrate_pooled(
     w = np.ones(n) if weights is None else np.asarray(weights, float)
     scale = step_scale(residuals, w)
     z = (residuals / scale).ravel()  # row-major: each origin's steps stay together
-    q = weighted_quantile(z, np.repeat(w, h), levels)  # (levels,)
+    zw = np.repeat(w, h)
+    have = np.isfinite(z)  # NaN: steps past a shorter window's horizon
+    q = weighted_quantile(z[have], zw[have], levels)  # (levels,)
     return [[float(v) for v in qi * scale] for qi in q]
 
 
@@ -94,4 +102,19 @@ def coverage(
         high = point + off[levels.index(hi)][None, :] * scale[:, None]
         inside = (actual >= low) & (actual <= high)
         out[f"{round((hi - lo) * 100)}%"] = float(inside.mean())
+    return out
+
+
+def coverage_masked(
+    residuals: np.ndarray, levels: tuple[float, ...], offsets: list[list[float]]
+) -> dict[str, np.ndarray]:
+    """Per symmetric interval, whether each scaled residual (N, H) falls inside it, flattened
+    over the entries that exist (NaN: a step past a window's horizon)."""
+    off = np.asarray(offsets)  # (levels, H)
+    have = np.isfinite(residuals)
+    out = {}
+    for lo, hi in interval_pairs(levels):
+        low, high = off[levels.index(lo)][None, :], off[levels.index(hi)][None, :]
+        inside = (residuals >= low) & (residuals <= high)
+        out[f"{round((hi - lo) * 100)}%"] = inside[have]
     return out

@@ -11,16 +11,18 @@ class TrainSettings:
     hidden_size: int = 48
     num_layers: int = 1
     dropout: float = 0.0
-    epochs: int = 40
-    steps_per_epoch: int = 50
-    batch_size: int = 64
+    epochs: int = 20
+    steps_per_epoch: int = 300
+    batch_size: int = 128
     lr: float = 3e-3
-    cosine: bool = False  # cosine learning-rate decay over all epochs
+    cosine: bool = True  # cosine learning-rate decay over all epochs
     lr_floor: float = 0.05  # the decay's last rate, as a fraction of lr
-    patience: int = 8
+    patience: int = 4
     horizon: int = 12
     min_context: int = 24
     context_length: int = 104  # longest training context = what clients should send
     teacher_weight: float = 0.3  # weight of the one-step loss over the history
     seed: int = 0
-    max_minutes: float = 4.0  # safety net for the 5-minute budget; hitting it is recorded
+    max_minutes: float = 25.0  # per model (ensemble member); hitting it is recorded
+    members: int = 4  # ensemble members (the bundled recipe; a CSV trains one model)
+    val_share: float = 0.2  # bundled recipe: share of series that give a validation window

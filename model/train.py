@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,21 +53,31 @@ def _val_score(model, series, settings) -> float:
     return float(np.mean(scores))
 
 
-def train(series: list[Series], settings: TrainSettings, progress: bool = True):
-    """Returns (model with the best validation weights, info dict for the checkpoint)."""
-    check_lengths(series, settings)
-    seen = [s for s in series if s.seen]
-    # Matrices here are tiny (batch 64 x hidden 48): extra threads only spin, and on a shared
-    # 2-core machine they made a step 8x slower than one thread did.
-    torch.set_num_threads(1)
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
+def new_model(settings: TrainSettings, seed: int) -> GRUForecaster:
+    torch.manual_seed(seed)
     config = GRUConfig(
         1, settings.hidden_size, settings.num_layers, 1, settings.dropout, settings.variant
     )
-    model = GRUForecaster(config)
+    return GRUForecaster(config)
+
+
+def fit(
+    model: GRUForecaster,
+    sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    validate: Callable[[GRUForecaster], float],
+    settings: TrainSettings,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train `model` in place on windows from `sample(rng)` (raw history (B, L), target (B, h));
+    keep the weights with the lowest `validate(model)`. Returns what happened, for the info."""
+    # Matrices here are tiny (batch 128 x hidden 64): extra threads only spin, and on a shared
+    # 2-core machine they made a step 8x slower than one thread did.
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    # Cosine decay: validation MASE swings a lot between epochs at a constant rate.
+    # Cosine decay: validation swings a lot between epochs at a constant rate.
     total = settings.epochs * settings.steps_per_epoch
     sched = (
         torch.optim.lr_scheduler.LambdaLR(
@@ -79,22 +90,15 @@ def train(series: list[Series], settings: TrainSettings, progress: bool = True):
         if settings.cosine
         else None
     )
-    # Windows come from the training part only: validation and test tails stay unseen.
-    trains = [s.values[: split_series(len(s.values), settings.horizon).val_start] for s in seen]
-    max_ctx = min(settings.context_length, max(len(t) for t in trains) - settings.horizon)
-
     best, best_state, best_epoch, bad, history = float("inf"), None, 0, 0, []
     t0, stopped = time.monotonic(), "epochs"
-    bar = tqdm(range(settings.epochs), desc="train", unit="epoch", disable=not progress)
-    for epoch in bar:
+    for epoch in range(settings.epochs):
         model.train()
         losses = []
         for _ in range(settings.steps_per_epoch):
-            _, hist, target = sample_batch(
-                trains, settings.batch_size, settings.min_context, max_ctx, settings.horizon, rng
-            )
+            hist, target = sample(rng)
             x, y = scaled_pair(hist, target, SCALER)  # (B, L), (B, H)
-            one_step, pred = rollout(model, x, settings.horizon)
+            one_step, pred = rollout(model, x, y.shape[1])
             loss = (pred - y).abs().mean()
             loss = loss + settings.teacher_weight * (one_step[:, :-1] - x[:, 1:]).abs().mean()
             opt.zero_grad()
@@ -104,13 +108,11 @@ def train(series: list[Series], settings: TrainSettings, progress: bool = True):
             if sched is not None:
                 sched.step()
             losses.append(loss.item())
-        score = _val_score(model, seen, settings)
-        history.append(
-            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mase": score}
-        )
-        bar.set_postfix(
-            loss=f"{np.mean(losses):.3f}", val_mase=f"{score:.3f}", best=f"{min(best, score):.3f}"
-        )
+        score = validate(model)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "validation": score}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         if score < best:
             best, best_state, best_epoch, bad = (
                 score,
@@ -128,11 +130,46 @@ def train(series: list[Series], settings: TrainSettings, progress: bool = True):
             break
     model.load_state_dict(best_state)
     model.eval()
-    info = _info(model, series, settings, best_epoch, stopped, history, time.monotonic() - t0)
+    return {
+        "best_epoch": best_epoch,
+        "best_validation": best,
+        "stopped_by": stopped,
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "history": history,
+    }
+
+
+def train(series: list[Series], settings: TrainSettings, progress: bool = True):
+    """One model on the given series (a CSV column): windows from each series' training span,
+    early stopping on the validation tails' MASE. Returns (model, info for the checkpoint)."""
+    check_lengths(series, settings)
+    seen = [s for s in series if s.seen]
+    # Windows come from the training part only: validation and test tails stay unseen.
+    trains = [s.values[: split_series(len(s.values), settings.horizon).val_start] for s in seen]
+    max_ctx = min(settings.context_length, max(len(t) for t in trains) - settings.horizon)
+
+    def sample(rng):
+        _, hist, target = sample_batch(
+            trains, settings.batch_size, settings.min_context, max_ctx, settings.horizon, rng
+        )
+        return hist, target
+
+    model = new_model(settings, settings.seed)
+    bar = tqdm(total=settings.epochs, desc="train", unit="epoch", disable=not progress)
+    run = fit(
+        model,
+        sample,
+        lambda m: _val_score(m, seen, settings),
+        settings,
+        settings.seed,
+        lambda row: (bar.update(), bar.set_postfix(val_mase=f"{row['validation']:.3f}")),
+    )
+    bar.close()
+    info = _info(model, series, settings, run)
     return model, info
 
 
-def _info(model, series, settings, best_epoch, stopped, history, seconds) -> dict:
+def _info(model, series, settings, run: dict) -> dict:
     seen = [s for s in series if s.seen]
     h, ctx = settings.horizon, settings.context_length
     val = [backtest(model, s, "validation", h, ctx, SCALER) for s in seen]
@@ -162,10 +199,13 @@ def _info(model, series, settings, best_epoch, stopped, history, seconds) -> dic
             "test_mase_by_series": {b.series.name: float(b.mase().mean()) for b in test},
             "validation_interval_coverage": calibration["validation_coverage"],
             "test_interval_coverage": test_cov,
-            "best_epoch": best_epoch,
-            "stopped_by": stopped,
-            "train_seconds": round(seconds, 1),
-            "history": history,
+            "best_epoch": run["best_epoch"],
+            "stopped_by": run["stopped_by"],
+            "train_seconds": run["train_seconds"],
+            "history": [
+                {"epoch": r["epoch"], "train_loss": r["train_loss"], "val_mase": r["validation"]}
+                for r in run["history"]
+            ],
         },
         "data": {
             "series": [s.provenance() for s in series],

@@ -95,3 +95,46 @@ def test_calibration_sample_uses_served_context_and_stops_before_the_tail():
     assert desc["origins"] == {"long": 67, "short": 7}
     assert set(desc["validation_coverage"]) == {"80%"}
     assert np.asarray(offsets).shape == (2, h)
+
+
+def test_pooled_offsets_skip_steps_a_shorter_window_does_not_have():
+    rng = np.random.default_rng(1)
+    long = rng.normal(size=(50, 3))
+    short = rng.normal(size=(30, 2)) * 4.0  # only two steps
+    padded = np.concatenate([long, np.pad(short, ((0, 0), (0, 1)), constant_values=np.nan)])
+    scale = step_scale(padded, np.ones(80))
+    both = np.concatenate([long[:, :2], short])
+    expected = [np.abs(both[:, 0]).mean(), np.abs(both[:, 1]).mean(), np.abs(long[:, 2]).mean()]
+    np.testing.assert_allclose(scale, np.maximum.accumulate(expected))
+    z = np.concatenate([(long / scale).ravel(), (short / scale[:2]).ravel()])
+    off = np.asarray(calibrate_pooled(padded, levels=(0.1, 0.9)))
+    q = weighted_quantile(z, np.ones(len(z)), [0.1, 0.9])
+    np.testing.assert_allclose(off, q[:, None] * scale[None, :])
+
+
+def test_frequency_tables_and_their_holdout_coverage():
+    from model.bundled import calibrate_tables, holdout_coverage
+    from model.corpus import HORIZONS, Window
+    from model.validation import WindowForecasts
+
+    rng = np.random.default_rng(0)
+    windows, points = [], []
+    for f, spread in (("yearly", 3.0), ("monthly", 1.0)):
+        h = HORIZONS[f]
+        for i in range(600):
+            actual = 100 + rng.normal(size=h) * spread * np.sqrt(np.arange(1, h + 1))
+            windows.append(Window("m3", f"{f}{i}", f, np.ones(5), actual, 1.0))
+            points.append(np.full(h, 100.0))
+    fc = WindowForecasts(windows, points, np.ones(len(windows)))
+    pooled, by_freq = calibrate_tables(fc)
+    assert set(by_freq) == {"yearly", "monthly"}
+    assert [len(r) for r in by_freq["yearly"]] == [6] * 6
+    assert [len(r) for r in by_freq["monthly"]] == [18] * 6
+    assert len(pooled[0]) == 18
+    # the yearly table is three times wider, step for step (the same normal draws scaled)
+    ratio = np.asarray(by_freq["yearly"])[-1] / np.asarray(by_freq["monthly"])[-1][:6]
+    assert 2.6 < ratio.mean() < 3.4
+    held = holdout_coverage(fc, seed=0)
+    for f in ("yearly", "monthly"):
+        assert held[f]["80%"] == pytest.approx(0.8, abs=0.03)
+        assert held[f]["50%"] == pytest.approx(0.5, abs=0.03)

@@ -219,3 +219,35 @@ def test_train_cudnn_variant_from_csv(tmp_path, csv_file):
     assert model.config.dropout == 0.1 and info["train"]["variant"] == "cudnn"
     # without a time column the rows are taken in file order; the NaN cell is still filled
     assert info["data"]["series"][0]["missing_filled"] == 1
+
+
+def test_train_on_the_competitions_then_export(tmp_path, capsys):
+    """The bundled recipe end to end at toy size: members combined, context chosen, intervals
+    per frequency, all of it carried into the artifact's metadata."""
+    from export.contract import ArtifactMeta
+    from model.bundled import CONTEXT_CANDIDATES
+    from model.competitions import FREQUENCIES
+    from model.corpus import HORIZONS
+
+    out = tmp_path / "ck.pt"
+    argv = ["train", "--out", str(out), "--members", "2", *TINY, "--epochs", "1"]
+    assert main(argv) == 0
+    assert "2 member(s), validation sMAPE M3" in capsys.readouterr().out
+    model, info = load_checkpoint(out)
+    assert model.config.hidden_size == 2 * 4  # two members of 4 units, one block-diagonal GRU
+    assert info["frequencies"] == list(FREQUENCIES)
+    assert info["context_length"] in CONTEXT_CANDIDATES
+    assert info["horizon"] == 18
+    for f, rows in info["quantile_offsets_by_frequency"].items():
+        assert len(rows) == 6 and all(len(r) == HORIZONS[f] for r in rows)
+    assert set(info["data"]["datasets"]) == {"m1", "m3", "tourism"}
+    assert len(info["metrics"]["members"]) == 2
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(out), "--out", str(onnx_path)]) == 0
+    import onnx
+
+    proto = onnx.load(onnx_path)
+    meta = ArtifactMeta.from_props({p.key: p.value for p in proto.metadata_props})
+    assert meta.frequencies == tuple(FREQUENCIES)
+    assert meta.context_length == info["context_length"] and meta.horizon == 18
+    assert set(meta.quantile_offsets_by_frequency) == set(FREQUENCIES)
