@@ -80,16 +80,23 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="epochs without validation gain (default %(default)s)",
     )
     p.add_argument(
-        "--horizon", type=int, default=d.horizon, help="forecast steps (default %(default)s)"
+        "--horizon",
+        type=int,
+        default=d.horizon,
+        help="forecast steps, --csv only (default %(default)s)",
     )
     p.add_argument(
-        "--min-context", type=int, default=d.min_context, help="shortest training history"
+        "--min-context",
+        type=int,
+        default=d.min_context,
+        help="shortest training history, --csv only (default %(default)s)",
     )
     p.add_argument(
         "--context-length",
         type=int,
         default=d.context_length,
-        help="longest training history, recommended to clients (default %(default)s)",
+        help="--csv: longest training history, recommended to clients; competitions: the "
+        "history the members are validated at (default %(default)s)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     p.add_argument(

@@ -1,4 +1,8 @@
-"""Training settings: torch-free, so the CLI can show defaults without importing torch."""
+"""Training settings: torch-free, so the CLI can show defaults without importing torch.
+
+The defaults are the bundled model's recipe (model/bundled.py). `horizon` and `min_context`
+apply to --csv training only: the competitions bring their own horizons and context ranges
+(model/corpus.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ class TrainSettings:
     patience: int = 4
     horizon: int = 12
     min_context: int = 24
-    context_length: int = 104  # longest training context = what clients should send
+    # --csv: longest training context, recommended to clients; competitions: the context the
+    # members are validated at while training (the served one is chosen afterwards)
+    context_length: int = 104
     teacher_weight: float = 0.3  # weight of the one-step loss over the history
     seed: int = 0
     max_minutes: float = 25.0  # per model (ensemble member); hitting it is recorded

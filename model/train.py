@@ -23,7 +23,7 @@ from model.quantiles import LEVELS
 from model.settings import TrainSettings
 from model.windows import rollout, sample_batch, scaled_pair
 
-NAME, VERSION = "gru-forecaster", "1.0.0"
+NAME, VERSION = "gru-forecaster", "2.0.0"
 SCALER = Scaler(rule="standard", min_scale=1e-3)
 
 
