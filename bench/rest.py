@@ -19,6 +19,7 @@ GOALS = {
     "p99_vs_floor": 1.5,
     "ready_s": 1.5,
     "rss_mb": 150,
+    "cpu_vs_previous": 1.5,  # with --previous-model: server CPU per request, new / previous
 }
 
 
@@ -50,6 +51,38 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
         )
         print(f"  {server.name:8s} {clients:3d} clients: {rows[-1]}", flush=True)
     return rows
+
+
+def compare_cpu(model, previous, body: bytes, levels, seconds: float, rounds: int = 2) -> dict:
+    """Server CPU per request of the service on `model` against the same service on
+    `previous` (another artifact): both up at once, measured in turn at every level, `rounds`
+    times each, so the machine's swings hit both sides of the ratio alike."""
+    servers = {}
+    try:
+        for name, path in (("service", model), ("previous", previous)):
+            port = procs.free_port()
+            servers[name] = procs.start(name, procs.serve_cmd(path, port), port, "/readyz")
+        cpu: dict[str, dict[int, list[float]]] = {n: {c: [] for c in levels} for n in servers}
+        for c in levels:
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    cpu0 = server.cpu_s()
+                    r = run_load(server.port, PATH, body, c, seconds)
+                    used = server.cpu_s() - cpu0
+                    cpu[name][c].append(1000 * used / max(1, sum(r.statuses.values())))
+    finally:
+        for server in servers.values():
+            server.stop()
+    out = {}
+    for c in levels:
+        new, old = statistics.mean(cpu["service"][c]), statistics.mean(cpu["previous"][c])
+        out[str(c)] = {
+            "service_cpu_ms_per_req": round(new, 3),
+            "previous_cpu_ms_per_req": round(old, 3),
+            "ratio": round(new / old, 2),
+        }
+        print(f"  {c:3d} clients: CPU ms/req service {new:.3f}, previous model {old:.3f}")
+    return out
 
 
 def run(args) -> tuple[dict, str]:
@@ -107,6 +140,13 @@ def run(args) -> tuple[dict, str]:
         f"start to ready <= {GOALS['ready_s']} s (median)": results["start_to_ready_s"]["median"] <= GOALS["ready_s"],
         f"service RSS <= {GOALS['rss_mb']} MB": svc_rss <= GOALS["rss_mb"],
     }  # fmt: skip
+    if args.previous_model:
+        print(f"  server CPU per request against the previous model {args.previous_model}:")
+        cost = compare_cpu(model, args.previous_model, body, levels, args.seconds)
+        results["vs_previous_model"] = {"previous": args.previous_model, "levels": cost}
+        goals[f"service CPU/req <= {GOALS['cpu_vs_previous']} x previous model's at {top}"] = (
+            cost[str(top)]["ratio"] <= GOALS["cpu_vs_previous"]
+        )
     results["goals"] = goals
     return results, markdown(results, levels, ratios)
 
@@ -142,6 +182,16 @@ def markdown(res: dict, levels, ratios) -> str:
     goals = table(
         ["goal", "met"], [[g, "yes" if ok else "**no**"] for g, ok in res["goals"].items()]
     )
+    if "vs_previous_model" in res:
+        prev = res["vs_previous_model"]
+        cost = table(
+            ["clients", "service CPU ms/req", "previous model CPU ms/req", "ratio"],
+            [[c, r["service_cpu_ms_per_req"], r["previous_cpu_ms_per_req"], r["ratio"]]
+             for c, r in prev["levels"].items()],
+        )  # fmt: skip
+        other += (
+            f"\n\nThe same service on the previous model ({prev['previous']}), in turn:\n\n{cost}"
+        )
     return (
         f"`POST {req['path']}`, one series of {req['series_length']} values, horizon "
         f"{req['horizon']}, quantiles 0.1 and 0.9; model: {res['model']}. Closed loop, "
@@ -154,3 +204,7 @@ def add_arguments(p) -> None:
     p.add_argument("--length", type=int, default=48, help="values in the bench series")
     p.add_argument("--horizon", type=int, default=12)
     p.add_argument("--starts", type=int, default=3, help="service starts timed")
+    p.add_argument(
+        "--previous-model",
+        help="another artifact: also compare the service's CPU per request on it, side by side",
+    )
