@@ -190,6 +190,10 @@ def run_benchmark(dataset: str, artifact: Path, workers: int = 2) -> dict:
     return result
 
 
+def _row(label: str, cells) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def to_markdown(result: dict) -> str:
     d, table, model = result["benchmark"], result["table"], result["model"]
     cols = [f for f in (*FREQUENCIES, "all") if f in table]
@@ -212,11 +216,9 @@ def to_markdown(result: dict) -> str:
         for c in cols:
             v = table[c]["smape"][m]
             cells.append(f"**{v:.2f}**" if v == best[c] else f"{v:.2f}")
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+        lines.append(_row(LABELS[m], cells))
     for name, v in result["published_smape"].items():
-        lines.append(
-            f"| {name} (published) | " + " | ".join("" for _ in cols[:-1]) + f" | {v:.2f} |"
-        )
+        lines.append(_row(f"{name} (published)", [*("" for _ in cols[:-1]), f"{v:.2f}"]))
     lines += [
         "",
         "MASE (scaled by the training part's seasonal differences):",
@@ -225,9 +227,7 @@ def to_markdown(result: dict) -> str:
         "| --- |" + " ---: |" * len(cols),
     ]
     for m in METHODS:
-        lines.append(
-            f"| {LABELS[m]} | " + " | ".join(f"{table[c]['mase'][m]:.3f}" for c in cols) + " |"
-        )
+        lines.append(_row(LABELS[m], (f"{table[c]['mase'][m]:.3f}" for c in cols)))
     lines += [
         "",
         "GRU prediction intervals on the held-out points (the frequency's calibrated table; "
@@ -238,11 +238,9 @@ def to_markdown(result: dict) -> str:
     ]
     for k in INTERVALS:
         lines.append(
-            f"| {k} interval covers | "
-            + " | ".join(f"{table[c]['coverage'][k] * 100:.1f}%" for c in cols)
-            + " |"
+            _row(f"{k} interval covers", (f"{table[c]['coverage'][k] * 100:.1f}%" for c in cols))
         )
-    lines.append("| MSIS (90%) | " + " | ".join(f"{table[c]['msis_90']:.2f}" for c in cols) + " |")
+    lines.append(_row("MSIS (90%)", (f"{table[c]['msis_90']:.2f}" for c in cols)))
     lines += [
         "",
         f"![sMAPE per frequency](benchmark-{d}-smape.png)",
