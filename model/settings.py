@@ -15,8 +15,8 @@ class TrainSettings:
     hidden_size: int = 48
     num_layers: int = 1
     dropout: float = 0.0
-    epochs: int = 20
-    steps_per_epoch: int = 300
+    epochs: int = 24
+    steps_per_epoch: int = 375
     batch_size: int = 128
     lr: float = 3e-3
     cosine: bool = True  # cosine learning-rate decay over all epochs
