@@ -65,33 +65,37 @@ def request_for(s: CompetitionSeries, meta) -> dict:
 
 
 async def _serve_all(artifact: Path, series: list[CompetitionSeries], chunk: int) -> list[Served]:
+    """Each group of `chunk` series (one horizon, one frequency) is one `/v1/forecast` body,
+    answered by the route's own function on the serving core."""
     from service.core import InferenceCore
+    from service.routes.forecast import forecast_json
     from service.runtime import Runtime
+    from service.schemas import ForecastRequest
     from service.settings import Settings
 
     settings = Settings(model_path=artifact, device="cpu")
     runtime = Runtime(settings)
     core = InferenceCore(runtime, settings)
-    meta = runtime.meta
     await core.start()
     try:
         out: list[Served | None] = [None] * len(series)
         groups: dict[tuple[int, str], list[int]] = {}
         for i, s in enumerate(series):
             groups.setdefault((s.horizon, s.frequency), []).append(i)
-        for (horizon, frequency), idx in groups.items():
-            freq = core.check_frequency(frequency) if frequency in meta.frequencies else None
-            levels = core.check_quantiles(list(LEVELS))
+        for idx in groups.values():
             for start in range(0, len(idx), chunk):
                 part = idx[start : start + chunk]
-                bodies = [request_for(series[i], meta) for i in part]
-                xs = [core.check_sequence(np.asarray(b["series"][0]), "series.0") for b in bodies]
-                fcs = await core.forecast(xs, horizon, levels, frequencies=[freq] * len(xs))
-                for i, fc in zip(part, fcs, strict=True):
+                bodies = [request_for(series[i], runtime.meta) for i in part]
+                body = {**bodies[0], "series": [b["series"][0] for b in bodies]}
+                answer = json.loads(await forecast_json(ForecastRequest(**body), core))
+                for i, fc in zip(part, answer["forecasts"], strict=True):
                     out[i] = Served(
-                        fc.mean[:, 0].astype(np.float64),
-                        {q: v[:, 0].astype(np.float64) for q, v in fc.quantiles.items()},
+                        np.asarray(fc["mean"], np.float64),
+                        {q: np.asarray(fc["quantiles"][f"{q:g}"], np.float64) for q in LEVELS},
                     )
+        missing = [series[i].name for i, o in enumerate(out) if o is None]
+        if missing:
+            raise RuntimeError(f"no forecast for {len(missing)} series, e.g. {missing[0]}")
         return [o for o in out if o is not None]
     finally:
         await core.stop()

@@ -182,8 +182,9 @@ def train_bundled(settings: TrainSettings, progress: bool = True) -> tuple[GRUFo
         "frequencies": list(FREQUENCIES),
         "quantile_calibration": {
             "method": METHOD,
-            "sample": "the validation windows (last h points of a seeded 20% of the training "
-            "parts), one table per frequency and one pooled over all",
+            "sample": "the validation windows (last h points of a seeded "
+            f"{settings.val_share:.0%} of the training parts), one table per frequency and "
+            "one pooled over all",
             "validation_coverage_by_frequency": held,
             "validation_check": "2-fold by series: each half's tables counted on the other half",
         },

@@ -159,15 +159,21 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
+def _check_csv_flags(args):
+    from service.cli import CliError
+
+    if args.csv is None and (args.column or args.time_column or args.season is not None):
+        raise CliError("--column, --time-column and --season need --csv")
+    if args.season is not None and args.season < 1:
+        raise CliError(f"--season must be >= 1, got {args.season}")
+
+
 def _load_series(args):
     from model.data import DataError, load_bundled, load_csv
     from service.cli import CliError
 
-    if args.season is not None and args.season < 1:
-        raise CliError(f"--season must be >= 1, got {args.season}")
+    _check_csv_flags(args)
     if args.csv is None:
-        if args.column or args.time_column:
-            raise CliError("--column and --time-column need --csv")
         return load_bundled()
     if not args.column:
         raise CliError("--csv needs --column NAME")
@@ -237,7 +243,8 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise CliError(f"--out {out} is a directory")
-    if args.csv is None and not (args.column or args.time_column or args.season):
+    _check_csv_flags(args)
+    if args.csv is None:
         from model.bundled import train_bundled
         from model.checkpoint import save_checkpoint
 
@@ -273,6 +280,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CliError(f"--out-dir {out_dir} is not a directory")
+    _check_csv_flags(args)
     if args.benchmark:
         return _run_benchmark(args, out_dir)
     from model.checkpoint import load_checkpoint

@@ -13,7 +13,6 @@ import numpy as np
 
 DATASETS = ("m1", "m3", "tourism")
 FREQUENCIES = ("yearly", "quarterly", "monthly", "other")
-PERIODS = {"yearly": 1, "quarterly": 4, "monthly": 12, "other": 1}
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,6 @@ class Corpus:
     validation: list[Window]
     counts: dict[str, dict[str, int]]  # dataset -> {"series": n, "validation": n}
 
-    def horizon(self, frequency: str) -> int:
-        return HORIZONS[frequency]
-
     def weights(self) -> dict[str, float]:
         """Batch share per frequency: as many batches as it has series."""
         n = {f: len(v) for f, v in self.train.items() if v}

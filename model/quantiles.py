@@ -9,8 +9,9 @@ step's mean absolute residual (made non-decreasing over the horizon), the normal
 residuals of all steps are pooled for the quantiles, and each quantile is multiplied back
 by the step scale. Pooling gives the tails (5% and 95%) twelve times more data than one
 step alone has, and the offsets widen monotonically with the horizon. Weights let every
-series count equally, however many origins it has (weekly co2 has ~30x more than the
-quarterly series).
+series count equally at each step, however many origins it has (weekly co2 has ~30x more
+than the quarterly series); a row shorter than the table (NaN past its horizon) adds fewer
+points to the pool, so longer windows weigh more in it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 LEVELS = (0.05, 0.1, 0.25, 0.75, 0.9, 0.95)
+# The name checkpoints record (equal series weights are per step: see the module doc).
 METHOD = "pooled-over-steps x monotone per-step mean |residual|, series weighted equally"
 
 

@@ -90,6 +90,17 @@ def test_train_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "flag", [["--season", "12"], ["--column", "sales"], ["--time-column", "month"]]
+)
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_csv_flags_without_csv_are_refused(capsys, tmp_path, command, flag):
+    # without --csv these flags would be silently dropped and another data set used
+    out = ["--out", str(tmp_path / "ck.pt")] if command == "train" else []
+    _fails(capsys, [command, *out, *flag], "need --csv")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_evaluate_bad_checkpoint_is_one_line_exit_2(capsys, tmp_path):
     _fails(
         capsys,
