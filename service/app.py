@@ -17,8 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.auth import ApiKeyAuth
 from service.core import InferenceCore
-from service.errors import InvalidInput, MalformedRequest, ServiceError, error_body
-from service.fastpath import ForecastFastPath
+from service.errors import ServiceError, error_body, from_validation_errors
 from service.logs import RequestContext
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
@@ -26,8 +25,9 @@ from service.middleware import BodyLimit
 from service.routes import forecast, health, hidden, models, oip, stream, timeseries
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
-from service.sessions import SessionRegistry
 from service.settings import Settings
+from service.state import ServiceState
+from service.streaming.registry import SessionRegistry
 from service.tokens import TokenCodec, resolve_secret
 
 log = logging.getLogger("gru_serve.app")
@@ -38,25 +38,27 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     (the CLI loads it first so that a bad artifact fails before the server binds)."""
     settings = settings or Settings()
 
+    state = ServiceState(settings, Metrics())  # per app: tests build many apps in one process
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         rt = runtime or Runtime(settings)
-        core = InferenceCore(rt, settings, observer=app.state.metrics.observe_batch)
-        app.state.metrics.bind(rt, core)
-        app.state.runtime, app.state.core = rt, core
+        core = InferenceCore(rt, settings, observer=state.metrics.observe_batch)
+        state.metrics.bind(rt, core)
+        state.runtime, state.core = rt, core
         secret = settings.token_secret.get_secret_value() if settings.token_secret else None
-        app.state.token_codec = TokenCodec(resolve_secret(secret), rt.meta)
-        app.state.streams = SessionRegistry(settings.max_sessions)
+        state.tokens = TokenCodec(resolve_secret(secret), rt.meta)
+        state.streams = SessionRegistry(settings.max_sessions)
         await core.start()
         # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.
-        warm = asyncio.create_task(_warm_up(app, rt))
+        warm = asyncio.create_task(_warm_up(state, rt))
         try:
             yield
         finally:
-            app.state.draining = True
-            app.state.ready = False
+            state.draining = True
+            state.ready = False
             warm.cancel()
-            await app.state.streams.close_all()  # each stream gets its resume token, then 1001
+            await state.streams.close_all()  # each stream gets its resume token, then 1001
             await core.stop()
 
     app = FastAPI(
@@ -68,24 +70,27 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         redoc_url=None,
         responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
-    app.state.settings = settings
-    app.state.ready = False
-    app.state.draining = False
-    app.state.warmup_error = None
-    app.state.runtime = runtime
-    app.state.metrics = Metrics()  # per app: tests build many apps in one process
+    app.state.service = state
+    state.runtime = runtime
     _install_error_handlers(app)
     _install_docs(app)
-    app.add_middleware(ForecastFastPath)  # innermost: behind the body limit, keys, CORS
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    _install_operations(app, settings)
+    _install_middleware(app, settings, state.metrics)
+    app.include_router(metrics_router)
     for module in (health, models, forecast, hidden, timeseries, oip, stream):
         app.include_router(module.router)
     return app
 
 
-def _install_operations(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: request id + metrics + access log, CORS (answers preflights), API keys."""
+def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """All middleware, in one place. Starlette runs the last added outermost, so they are
+    added innermost first; a request passes them in this order:
+
+    1. RequestContext: request id, metrics and the access log (sees every answer);
+    2. CORS: answers preflights (before the key check, which they cannot pass);
+    3. ApiKeyAuth: 401 without a configured key (probes and /docs stay open);
+    4. BodyLimit: 413 for bodies over max_body_bytes, before anything reads them.
+    """
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key_list:
         app.add_middleware(ApiKeyAuth, keys=settings.api_key_list)
     if settings.cors_origin_list:
@@ -102,20 +107,19 @@ def _install_operations(app: FastAPI, settings: Settings) -> None:
             ],
             expose_headers=["X-Request-ID", "Retry-After", "Inference-Header-Content-Length"],
         )
-    app.add_middleware(RequestContext, metrics=app.state.metrics, access=settings.access_log)
-    app.include_router(metrics_router)
+    app.add_middleware(RequestContext, metrics=metrics, access=settings.access_log)
 
 
-async def _warm_up(app: FastAPI, rt: Runtime) -> None:
+async def _warm_up(state: ServiceState, rt: Runtime) -> None:
     try:
         seconds = await asyncio.to_thread(rt.warmup)
     except Exception as e:  # else lost in the task: the server would stay not ready, silently
         log.exception("warm-up failed; the server stays not ready")
-        app.state.warmup_error = f"{type(e).__name__}: {e}"  # /readyz reports it
+        state.warmup_error = f"{type(e).__name__}: {e}"  # /readyz reports it
         return
-    if app.state.draining:  # a shutdown began during warm-up: stay not ready
+    if state.draining:  # a shutdown began during warm-up: stay not ready
         return
-    app.state.ready = True
+    state.ready = True
     log.info("warm-up done in %.0f ms; ready", seconds * 1000)
 
 
@@ -130,18 +134,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = (
-            exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": (), "type": ""}
-        )
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        if first.get("type") == "json_invalid":
-            err: ServiceError = MalformedRequest(
-                f"request body is not valid JSON: {first.get('msg')}"
-            )
-        else:
-            # pydantic names union members in loc (e.g. 'list[float]'); keep the user's path only
-            path = [p for p in loc if not p.startswith(("list[", "function-", "union["))]
-            err = InvalidInput(str(first.get("msg", "invalid value")), ".".join(path) or None)
+        err = from_validation_errors(list(exc.errors()))
         return _error(err.status, error_body(request.url.path, err))
 
     @app.exception_handler(StarletteHTTPException)

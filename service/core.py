@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,130 +20,7 @@ from service.batching import Batcher, BatchStats, JobResult
 from service.errors import InvalidInput, Overloaded
 from service.runtime import Runtime
 from service.settings import Settings
-
-TOO_LARGE = "values too large to scale: the scaled values or results exceed float32's range"
-
-
-def _finite(v: np.ndarray) -> bool:
-    """np.isfinite(v).all(); in plain Python for a few values, where numpy's fixed costs
-    (the ufunc, then ndarray.all's wrapper) outweigh the check."""
-    if v.size <= 16:
-        return all(map(math.isfinite, v.ravel().tolist()))
-    return bool(np.isfinite(v).all())
-
-
-# The public helpers set their own errstate; the underscored ones leave it to the caller, so
-# a request's whole preparation (or answer) pays for one errstate instead of one per call.
-
-
-def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """The artifact's scaler fitted on x (T, F) (in float64 where float32 overflows);
-    InvalidInput when loc or scale do not fit in float32."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _fit_scaler(meta, x, field)
-
-
-def _fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
-    loc, scale = meta.scaler.fit(x)
-    if not (_finite(loc) and _finite(scale)):
-        raise InvalidInput(TOO_LARGE, field)
-    return loc, scale
-
-
-def scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
-    """(x - loc) / scale in float32; redone in float64 when x - loc overflows float32 midway."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _scale_in(x, loc, scale, field)
-
-
-def _scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
-    z = (x - loc) / scale
-    if not _finite(z):
-        z = ((x.astype(np.float64) - loc) / scale).astype(np.float32)
-        if not _finite(z):
-            raise InvalidInput(TOO_LARGE, field)
-    return z
-
-
-def scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
-    """y * scale + loc (model units -> data units); InvalidInput when it leaves float32."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _scale_out(y, loc, scale, field)
-
-
-def _scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
-    v = y * scale + loc
-    if not _finite(v):
-        raise InvalidInput(TOO_LARGE, field)
-    return v
-
-
-def to_data_units(
-    mean_scaled: np.ndarray,
-    offsets: Mapping[float, np.ndarray | float],
-    loc: np.ndarray,
-    scale: np.ndarray,
-    field: str | None,
-) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """A scaled mean (N, O) and scaled-space quantile offsets per level (one per row, (N,), or
-    one float for every row) -> (mean, {level: values}) in data units. The one place this
-    arithmetic lives: REST forecasts, stream steps and stream forecasts all come through here,
-    so their numbers agree. InvalidInput when a value leaves float32."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _to_data_units(mean_scaled, offsets, loc, scale, field)
-
-
-def _to_data_units(
-    mean_scaled: np.ndarray,
-    offsets: Mapping[float, np.ndarray | float],
-    loc: np.ndarray,
-    scale: np.ndarray,
-    field: str | None,
-) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    if offsets and _all_f32(mean_scaled, offsets, loc, scale):
-        # All float32: the mean and every level stacked in one array, through the same
-        # float32 operations element for element (so the same bits), checked once.
-        out = np.empty((1 + len(offsets), *mean_scaled.shape), np.float32)
-        out[0] = mean_scaled
-        for k, off in enumerate(offsets.values(), 1):
-            np.add(mean_scaled, off[:, None] if isinstance(off, np.ndarray) else off, out=out[k])
-        np.multiply(out, scale, out=out)
-        np.add(out, loc, out=out)
-        if not _finite(out):
-            raise InvalidInput(TOO_LARGE, field)
-        return out[0], dict(zip(offsets, out[1:], strict=True))
-    mean = _scale_out(mean_scaled, loc, scale, field)
-    quantiles = {
-        q: _scale_out(
-            mean_scaled + (off[:, None] if isinstance(off, np.ndarray) else off), loc, scale, field
-        )
-        for q, off in offsets.items()
-    }
-    return mean, quantiles
-
-
-_F32 = np.dtype(np.float32)
-
-
-def _all_f32(
-    mean_scaled: np.ndarray,
-    offsets: Mapping[float, np.ndarray | float],
-    loc: np.ndarray,
-    scale: np.ndarray,
-) -> bool:
-    """Whether the stacked path computes in the general path's dtypes: float32 arrays, and
-    offsets that are float32 (N,) arrays or Python floats (weak scalars, added in float32)."""
-    if not (mean_scaled.dtype == _F32 and loc.dtype == _F32 and scale.dtype == _F32):
-        return False
-    if mean_scaled.ndim != 2:
-        return False
-    for off in offsets.values():
-        if isinstance(off, np.ndarray):
-            if off.dtype != _F32 or off.shape != mean_scaled.shape[:1]:
-                return False
-        elif type(off) is not float:
-            return False
-    return True
+from service.units import _fit_scaler, _scale_in, _to_data_units, to_data_units
 
 
 @dataclass
@@ -257,6 +134,26 @@ class InferenceCore:
         return np.zeros((self.meta.num_layers, self.meta.hidden_size), np.float32)
 
     # ---- validation helpers (shared by every front door) -------------------------------------
+    def check_items(self, n: int, field: str, what: str = "series") -> None:
+        """At most max_items series (or items) per request: checked first by every front
+        door, and again by the core's entry points."""
+        if n > self.settings.max_items:
+            raise InvalidInput(
+                f"{n} {what} exceed the limit of {self.settings.max_items} per request", field
+            )
+
+    def check_sequence_budget(self, xs: Sequence[np.ndarray], field: str) -> None:
+        """A per-step answer holds T x (L x H + O) numbers per item: bounded before any work."""
+        m = self.meta
+        values = sum(x.shape[0] for x in xs) * (m.num_layers * m.hidden_size + m.output_size)
+        limit = self.settings.max_hidden_sequence_values
+        if values > limit:
+            raise InvalidInput(
+                f"return_sequence would return {values} numbers, over the limit of {limit}; "
+                "send fewer or shorter items",
+                field,
+            )
+
     def check_sequence(self, x: np.ndarray, field: str, min_len: int = 1) -> np.ndarray:
         """Coerce to (T, F) float32, checking length limits, feature count and finiteness."""
         F = self.meta.input_size
@@ -372,6 +269,7 @@ class InferenceCore:
         the series in errors (default `series.<i>`); `frequencies`, one per series (validated;
         None: pooled), pick each series' interval calibration (the point forecast does not
         depend on it)."""
+        self.check_items(len(series), "series")
         states = states or [None] * len(series)
         fields = fields or [f"series.{i}" for i in range(len(series))]
         with self.admit(len(series)):
@@ -432,5 +330,8 @@ class InferenceCore:
         self, xs: Sequence[np.ndarray], hs: Sequence[np.ndarray], want_seq: bool
     ) -> list[JobResult]:
         """Next-step hidden states in model units: the stateless block clients chain themselves."""
+        self.check_items(len(xs), "inputs", "items")
+        if want_seq:
+            self.check_sequence_budget(xs, "return_sequence")
         with self.admit(len(xs)):
             return await self.run_rows(xs, hs, want_seq)

@@ -1,7 +1,8 @@
 """One domain exception carrying its HTTP status; one JSON error shape for every route.
 
 REST: {"error": {"code": ..., "message": ..., "field": ...}}. The websocket sends the same
-code and message in an `error` message; the OIP routes use the protocol's {"error": "..."}.
+code and message in an `error` message; the OIP routes answer in the protocol's
+{"error": "..."} themselves (service/routes/oip.py, invalid input there is a 400).
 
 Every ServiceError subclass lives here, so this module is the one table of codes
 (docs/protocol.md and README.md list them for clients):
@@ -36,9 +37,22 @@ def is_oip(path: str) -> bool:
 
 
 def error_body(path: str, err: ServiceError) -> dict:
-    """The one place that picks the error shape by path: {"error": "..."} under /v2 (the
-    OIP's), {"error": {"code", "message", "field"}} elsewhere."""
+    """The shape of an error raised before any route runs (unknown path, API keys, body
+    limit, an unexpected 500): {"error": "..."} under /v2, where OIP clients expect it,
+    {"error": {"code", "message", "field"}} elsewhere."""
     return {"error": err.message} if is_oip(path) else err.body()
+
+
+def from_validation_errors(errors: list[dict]) -> ServiceError:
+    """pydantic's validation errors (of a body) -> the first one as MalformedRequest (not
+    JSON at all) or InvalidInput (the message and the field's dotted path)."""
+    first = errors[0] if errors else {"msg": "invalid request", "loc": (), "type": ""}
+    if first.get("type") == "json_invalid":
+        return MalformedRequest(f"request body is not valid JSON: {first.get('msg')}")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # pydantic names union members in loc (e.g. 'list[float]'); keep the user's path only
+    path = [p for p in loc if not p.startswith(("list[", "function-", "union["))]
+    return InvalidInput(str(first.get("msg", "invalid value")), ".".join(path) or None)
 
 
 class ServiceError(Exception):

@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 from service.batching import BatchStats
+from service.state import state_of
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -172,4 +173,4 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", response_class=Response)
 async def get_metrics(request: Request) -> Response:
     """Prometheus metrics in the text exposition format."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

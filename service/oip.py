@@ -1,8 +1,8 @@
 """KServe Open Inference Protocol v2: the tensor codec, the model's tensor signature and schemas.
 
 Transport-free: `service/routes/oip.py` reads the body, calls `decode_request`, runs the core,
-and answers with `encode_response`. Everything here raises `OipError(status, message)`, which
-the routes turn into the protocol's `{"error": "..."}`.
+and answers with `encode_response`. Everything here raises the service's own errors
+(`MalformedRequest`, `InvalidInput`); the OIP routes answer them in the protocol's shape.
 
 Tensors are batch-first as OIP clients expect; the core works per row (T, F), so the batch
 axis is split here and nothing else transposes:
@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OUTPUT_HN, OUTPUT_Y, ArtifactMeta
+from service.errors import InvalidInput, MalformedRequest
 
 # The OIP tensors carry the artifact's names (batch-first here, time-first in the graph).
 OUTPUTS = (OUTPUT_Y, OUTPUT_HN)
@@ -40,16 +41,6 @@ PLATFORM = "onnxruntime_onnx"
 
 _DTYPES = {"FP32": np.dtype("<f4"), "INT32": np.dtype("<i4")}
 _EXPECTED = {INPUT_X: "FP32", INPUT_H0: "FP32", INPUT_LENS: "INT32"}
-
-
-class OipError(Exception):
-    """A request the protocol answers with `{"error": message}` and `status`."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 # ---- schemas (response shapes; also what /docs shows) -------------------------------------------
@@ -115,10 +106,10 @@ def decode_request(body: bytes, header_length: str | None, meta: ArtifactMeta) -
         try:
             n = int(header_length)
         except ValueError:
-            raise OipError(400, "Inference-Header-Content-Length must be an integer") from None
+            raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
         if not 0 < n <= len(body):
-            raise OipError(
-                400, f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)"
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {n} is outside the body ({len(body)} bytes)"
             )
         body, raw = body[:n], body[n:]
     try:
@@ -129,53 +120,52 @@ def decode_request(body: bytes, header_length: str | None, meta: ArtifactMeta) -
             if header_length is None
             else ""
         )
-        raise OipError(400, f"request is not valid JSON: {e}{hint}") from None
+        raise MalformedRequest(f"request is not valid JSON: {e}{hint}") from None
     if not isinstance(req, dict):
-        raise OipError(400, "request must be a JSON object")
+        raise InvalidInput("request must be a JSON object")
     rid = req.get("id")
     if rid is not None and not isinstance(rid, str):
-        raise OipError(400, "'id' must be a string")
+        raise InvalidInput("'id' must be a string")
     params = _params(req.get("parameters"), "request")
     if params.get("sequence_id") not in (None, 0, ""):
-        raise OipError(
-            400,
+        raise InvalidInput(
             "sequence batching (parameters.sequence_id) is not supported: send the state as "
             "input 'h0', or stream over WS /v1/stream",
         )
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise OipError(400, "'inputs' must be a non-empty list of tensors")
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
 
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for i, t in enumerate(inputs):
         if not isinstance(t, dict):
-            raise OipError(400, f"inputs[{i}] must be an object")
+            raise InvalidInput(f"inputs[{i}] must be an object")
         name = t.get("name")
         if name not in _EXPECTED:
-            raise OipError(400, f"unexpected input {name!r}; this model takes {sorted(_EXPECTED)} ")
+            raise InvalidInput(f"unexpected input {name!r}; this model takes {sorted(_EXPECTED)} ")
         if name in tensors:
-            raise OipError(400, f"input {name!r} given twice")
+            raise InvalidInput(f"input {name!r} given twice")
         tensors[name], offset = _decode_tensor(t, raw, offset)
     if offset != len(raw):
-        raise OipError(
-            400, f"{len(raw) - offset} binary byte(s) after the last input are not claimed"
+        raise InvalidInput(
+            f"{len(raw) - offset} binary byte(s) after the last input are not claimed"
         )
     if INPUT_X not in tensors:
-        raise OipError(400, f"input {INPUT_X!r} ([batch, steps, features] FP32) is required")
+        raise InvalidInput(f"input {INPUT_X!r} ([batch, steps, features] FP32) is required")
 
     x, h0, lens = tensors[INPUT_X], tensors.get(INPUT_H0), tensors.get(INPUT_LENS)
     F, L, H = meta.input_size, meta.num_layers, meta.hidden_size
     if x.ndim != 3 or x.shape[2] != F or x.shape[0] < 1 or x.shape[1] < 1:
-        raise OipError(400, f"input 'x' must have shape [batch, steps, {F}], got {list(x.shape)}")
+        raise InvalidInput(f"input 'x' must have shape [batch, steps, {F}], got {list(x.shape)}")
     B, T = x.shape[:2]
     if h0 is not None and h0.shape != (B, L, H):
-        raise OipError(400, f"input 'h0' must have shape [{B}, {L}, {H}], got {list(h0.shape)}")
+        raise InvalidInput(f"input 'h0' must have shape [{B}, {L}, {H}], got {list(h0.shape)}")
     if lens is not None:
         if lens.shape != (B,):
-            raise OipError(400, f"input 'seq_lens' must have shape [{B}], got {list(lens.shape)}")
+            raise InvalidInput(f"input 'seq_lens' must have shape [{B}], got {list(lens.shape)}")
         if (lens < 1).any() or (lens > T).any():
-            raise OipError(400, f"input 'seq_lens' values must be between 1 and {T}")
+            raise InvalidInput(f"input 'seq_lens' values must be between 1 and {T}")
     return InferRequest(rid, x, h0, lens, _requested(req.get("outputs"), params), params)
 
 
@@ -183,54 +173,51 @@ def _params(p: Any, where: str) -> dict[str, Any]:
     if p is None:
         return {}
     if not isinstance(p, dict):
-        raise OipError(400, f"{where} 'parameters' must be an object")
+        raise InvalidInput(f"{where} 'parameters' must be an object")
     return p
 
 
 def _decode_tensor(t: dict, raw: bytes, offset: int) -> tuple[np.ndarray, int]:
     name, shape, datatype = t["name"], t.get("shape"), t.get("datatype")
     if datatype != _EXPECTED[name]:
-        raise OipError(
-            400, f"input {name!r} must have datatype {_EXPECTED[name]}, got {datatype!r}"
-        )
+        raise InvalidInput(f"input {name!r} must have datatype {_EXPECTED[name]}, got {datatype!r}")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise OipError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers")
     dtype = _DTYPES[datatype]
     count = math.prod(shape)  # Python ints: no overflow for absurd shapes
     params = _params(t.get("parameters"), f"input {name!r}")
     size = params.get("binary_data_size")
     if size is not None:
         if "data" in t:
-            raise OipError(400, f"input {name!r} has both 'data' and binary_data_size")
+            raise InvalidInput(f"input {name!r} has both 'data' and binary_data_size")
         if not isinstance(size, int) or size != count * dtype.itemsize:
-            raise OipError(
-                400,
+            raise InvalidInput(
                 f"input {name!r}: binary_data_size {size!r} does not match shape {shape} "
                 f"of {datatype} ({count * dtype.itemsize} bytes)",
             )
         if offset + size > len(raw):
-            raise OipError(400, f"input {name!r}: binary data ends before {size} bytes")
+            raise InvalidInput(f"input {name!r}: binary data ends before {size} bytes")
         arr = np.frombuffer(raw, dtype, count, offset).reshape(shape)
         return arr.astype(dtype.newbyteorder("="), copy=True), offset + size
     if "data" not in t:
-        raise OipError(400, f"input {name!r} has no 'data'")
+        raise InvalidInput(f"input {name!r} has no 'data'")
     try:
         arr = np.asarray(t["data"], dtype=np.float64)
     except (TypeError, ValueError):
-        raise OipError(400, f"input {name!r}: 'data' must be numbers") from None
+        raise InvalidInput(f"input {name!r}: 'data' must be numbers") from None
     if arr.size != count:
-        raise OipError(
-            400, f"input {name!r}: shape {shape} needs {count} value(s), 'data' has {arr.size}"
+        raise InvalidInput(
+            f"input {name!r}: shape {shape} needs {count} value(s), 'data' has {arr.size}"
         )
     if datatype == "INT32":
         if not np.array_equal(arr, np.round(arr)):
-            raise OipError(400, f"input {name!r}: INT32 data must be integers")
+            raise InvalidInput(f"input {name!r}: INT32 data must be integers")
         return arr.astype(np.int32).reshape(shape), offset
     arr32 = arr.astype(np.float32).reshape(shape)
     if not np.isfinite(arr32).all():
-        raise OipError(400, f"input {name!r}: values must be finite FP32 numbers")
+        raise InvalidInput(f"input {name!r}: values must be finite FP32 numbers")
     return arr32, offset
 
 
@@ -239,15 +226,15 @@ def _requested(outputs: Any, params: dict[str, Any]) -> dict[str, bool]:
     if outputs is None:
         return dict.fromkeys(OUTPUTS, default_binary)
     if not isinstance(outputs, list):
-        raise OipError(400, "'outputs' must be a list")
+        raise InvalidInput("'outputs' must be a list")
     chosen: dict[str, bool] = {}
     for i, o in enumerate(outputs):
         if not isinstance(o, dict) or o.get("name") not in OUTPUTS:
             name = o.get("name") if isinstance(o, dict) else o
-            raise OipError(400, f"outputs[{i}]: unknown output {name!r}; known: {list(OUTPUTS)}")
+            raise InvalidInput(f"outputs[{i}]: unknown output {name!r}; known: {list(OUTPUTS)}")
         p = _params(o.get("parameters"), f"output {o['name']!r}")
         if p.get("classification"):
-            raise OipError(400, "the classification extension is not supported")
+            raise InvalidInput("the classification extension is not supported")
         chosen[o["name"]] = bool(p.get("binary_data", default_binary))
     return chosen
 

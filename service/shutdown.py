@@ -31,6 +31,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from service.state import app_state
+
 log = logging.getLogger("gru_serve.shutdown")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -90,12 +92,12 @@ class GracefulServer(uvicorn.Server):
 
     # ---- the order of steps --------------------------------------------------------------------
     async def drain(self) -> None:
-        state = self.app.state
+        state = app_state(self.app)
         # 1. Not ready: load balancers stop sending; new requests and streams are refused.
         state.draining = True  # a warm-up still running must not turn readiness back on
         state.ready = False
         # 2. Streams first, while their connections are ours (uvicorn would send 1012).
-        streams = getattr(state, "streams", None)
+        streams = state.streams
         if streams is not None:
             try:
                 await asyncio.wait_for(streams.close_all(1001), self.remaining())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.deps import readiness
 from service.schemas import Health
+from service.state import state_of
 
 router = APIRouter(tags=["health"])
 
@@ -21,9 +21,9 @@ async def get_liveness() -> Health:
 async def get_readiness(request: Request) -> JSONResponse:
     """Readiness: the model is loaded and warmed up (503 before, once shutdown begins, after a
     failed warm-up or a batcher crash; `reason` says which)."""
-    state = request.app.state
+    state = state_of(request)
     rt = state.runtime
-    ready, reason = readiness(state)
+    ready, reason = state.readiness()
     body = Health(
         status="ready" if ready else "not_ready",
         provider=rt.placement.provider if rt is not None else None,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.schemas import ModelInfo, ModelsResponse
+from service.state import state_of
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def model_info(request: Request) -> ModelInfo:
-    rt = request.app.state.runtime
+    rt = state_of(request).runtime
+    assert rt is not None  # set before the app serves requests
     m = rt.meta
     return ModelInfo(
         name=m.name,

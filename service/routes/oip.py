@@ -2,7 +2,8 @@
 
 Endpoints only translate (service/oip.py holds the codec): infer goes through the same core
 and dynamic batcher as /v1/hidden, so both answer the same numbers. Errors use the protocol's
-own `{"error": "..."}` body.
+own `{"error": "..."}` body: `OipRoute` answers every ServiceError raised under these routes
+in that shape (invalid input is a 400 in this protocol).
 """
 
 from __future__ import annotations
@@ -10,13 +11,35 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from service import oip
-from service.deps import readiness
-from service.errors import ServiceError
-from service.oip import OipError
+from service.errors import InvalidInput, NotFound, NotReady, ServiceError
+from service.state import state_of
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+def oip_error(e: ServiceError) -> JSONResponse:
+    status = 400 if e.status == 422 else e.status
+    field = f" ({e.field})" if e.field else ""
+    return JSONResponse({"error": e.message + field}, status_code=status, headers=e.headers)
+
+
+class OipRoute(APIRoute):
+    """The OIP edge: a ServiceError raised by the endpoint gets the protocol's error shape."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as e:
+                return oip_error(e)
+
+        return handle
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
 
 _ERRORS = {
     400: {"model": oip.OipErrorBody, "description": "bad request"},
@@ -25,20 +48,16 @@ _ERRORS = {
 }
 
 
-def _error(e: OipError) -> JSONResponse:
-    return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-
-
 def _runtime(request: Request, name: str, version: str | None):
-    """The runtime serving `name` (and `version`, when given); OipError 404/503 otherwise."""
-    rt = request.app.state.runtime
+    """The runtime serving `name` (and `version`, when given); NotFound or NotReady otherwise."""
+    rt = state_of(request).runtime
     if rt is None:
-        raise OipError(503, "the model is still loading", {"Retry-After": "1"})
+        raise NotReady("the model is still loading", headers={"Retry-After": "1"})
     if name != rt.meta.name:
-        raise OipError(404, f"unknown model {name!r}; this server serves {rt.meta.name!r}")
+        raise NotFound(f"unknown model {name!r}; this server serves {rt.meta.name!r}")
     if version is not None and version != rt.meta.version:
-        raise OipError(
-            404, f"unknown version {version!r} of model {name!r}; served: {rt.meta.version!r}"
+        raise NotFound(
+            f"unknown version {version!r} of model {name!r}; served: {rt.meta.version!r}"
         )
     return rt
 
@@ -60,24 +79,18 @@ async def get_server_live() -> dict:
 @router.get("/health/ready", responses={503: {"description": "not ready"}})
 async def get_server_ready(request: Request) -> JSONResponse:
     """Server ready: the model is loaded and warmed up (503 before; no API key needed)."""
-    ready, _ = readiness(request.app.state)
+    ready, _ = state_of(request).readiness()
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 async def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
-    try:
-        _runtime(request, name, version)
-    except OipError as e:
-        return _error(e)
-    ready, _ = readiness(request.app.state)
+    _runtime(request, name, version)
+    ready, _ = state_of(request).readiness()
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
 async def _model_metadata(request: Request, name: str, version: str | None) -> JSONResponse:
-    try:
-        rt = _runtime(request, name, version)
-    except OipError as e:
-        return _error(e)
+    rt = _runtime(request, name, version)
     inputs, outputs = oip.tensor_signature(rt.meta)
     body = oip.ModelMetadata(
         name=rt.meta.name,
@@ -161,21 +174,13 @@ async def create_version_inference(request: Request, name: str, version: str) ->
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    try:
-        rt = _runtime(request, name, version)
-        if not readiness(request.app.state)[0]:
-            raise OipError(503, "the model is not ready yet", {"Retry-After": "1"})
-        if request.headers.get("content-encoding", "identity") != "identity":
-            raise OipError(400, "compressed request bodies (Content-Encoding) are not supported")
-        body = await request.body()
-        req = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), rt.meta)
-        tensors = await _run(request.app.state.core, req)
-    except OipError as e:
-        return _error(e)
-    except ServiceError as e:  # the core's own errors: invalid input is a 400 in this protocol
-        status = 400 if e.status == 422 else e.status
-        field = f" ({e.field})" if e.field else ""
-        return _error(OipError(status, e.message + field, e.headers))
+    rt = _runtime(request, name, version)
+    core = state_of(request).ready_core()
+    if request.headers.get("content-encoding", "identity") != "identity":
+        raise InvalidInput("compressed request bodies (Content-Encoding) are not supported")
+    body = await request.body()
+    req = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), rt.meta)
+    tensors = await _run(core, req)
     content, headers = oip.encode_response(
         rt.meta.name, rt.meta.version, req.id, tensors, req.outputs
     )
@@ -184,8 +189,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 
 async def _run(core, req: oip.InferRequest) -> dict[str, np.ndarray]:
     rows, T = req.x.shape[:2]
-    if rows > core.settings.max_items:
-        raise OipError(400, f"batch of {rows} exceeds the limit of {core.settings.max_items}")
+    core.check_items(rows, "x", "rows")
     lens = req.seq_lens if req.seq_lens is not None else np.full(rows, T, np.int32)
     xs = [core.check_sequence(req.x[b, : lens[b]], f"x[{b}]") for b in range(rows)]
     hs = [

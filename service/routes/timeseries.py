@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from service.deps import CoreDep
 from service.errors import InvalidInput
+from service.routes.json_route import JsonRoute
 from service.schemas import (
     TimeSeriesForecast,
     TimeSeriesOutput,
@@ -19,7 +20,7 @@ from service.schemas import (
 )
 from service.translate import quantile_key, series_out, to_array
 
-router = APIRouter(prefix="/v1/timeseries", tags=["forecast"])
+router = APIRouter(prefix="/v1/timeseries", tags=["forecast"], route_class=JsonRoute)
 
 _FIXED = {"S": timedelta(seconds=1), "T": timedelta(minutes=1), "H": timedelta(hours=1),
           "D": timedelta(days=1), "W": timedelta(weeks=1)}  # fmt: skip
@@ -58,10 +59,7 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
         raise InvalidInput(
             f"this server serves model {core.meta.name!r}, not {req.model!r}", "model"
         )
-    if len(req.inputs) > core.settings.max_items:
-        raise InvalidInput(
-            f"{len(req.inputs)} series exceed the limit of {core.settings.max_items}", "inputs"
-        )
+    core.check_items(len(req.inputs), "inputs")
     horizon = core.check_horizon(req.options.horizon, "options.horizon")
     levels = core.check_quantiles(req.options.quantiles or [], "options.quantiles")
     series, starts, frequencies = [], [], []

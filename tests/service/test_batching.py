@@ -636,7 +636,7 @@ def test_batcher_stopped_is_a_503_service_error():
 
 def test_batcher_crash_makes_the_server_not_ready_and_requests_503(make_client):
     c = make_client()
-    batcher = c.app.state.core.batcher
+    batcher = c.app.state.service.core.batcher
 
     def observer(stats):
         raise RuntimeError("observer bug")

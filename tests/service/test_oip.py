@@ -284,7 +284,7 @@ def test_limits_of_the_core_apply(make_client) -> None:
 
 def test_not_ready_is_503_on_readiness_and_infer(client) -> None:
     body = {"inputs": [tensor("x", np.zeros((1, 1, 1), np.float32))]}
-    client.app.state.ready = False  # as during warm-up or once shutdown begins
+    client.app.state.service.ready = False  # as during warm-up or once shutdown begins
     try:
         assert client.get("/v2/health/live").status_code == 200
         r = client.get("/v2/health/ready")
@@ -295,7 +295,7 @@ def test_not_ready_is_503_on_readiness_and_infer(client) -> None:
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "not ready" in r.json()["error"]
     finally:
-        client.app.state.ready = True
+        client.app.state.service.ready = True
     assert client.post(INFER, json=body).status_code == 200
 
 

@@ -86,7 +86,7 @@ def test_levels_between_calibrated_ones_are_interpolated_in_the_frequency_table(
 
 
 def test_core_caches_offsets_per_frequency(client):
-    core = client.app.state.core
+    core = client.app.state.service.core
     monthly = core.quantile_offsets([0.9], 4, "monthly")
     assert core.quantile_offsets([0.9], 4, "monthly") is monthly  # cached
     yearly = core.quantile_offsets([0.9], 4, "yearly")

@@ -276,13 +276,13 @@ def test_drain_order_not_ready_then_streams_then_uvicorn(client):
     app = client.app
     server = GracefulServer(uvicorn.Config(app), app, grace_s=3.0)
     seen_during_close = []
-    close_all = app.state.streams.close_all
+    close_all = app.state.service.streams.close_all
 
     async def spy(code: int = 1001, reason: str = "server shutting down") -> None:
-        seen_during_close.append((app.state.ready, server.should_exit, code))
+        seen_during_close.append((app.state.service.ready, server.should_exit, code))
         await close_all(code, reason)
 
-    app.state.streams.close_all = spy
+    app.state.service.streams.close_all = spy
     with client.websocket_connect("/v1/stream") as ws:
         ws.send_json({"type": "start", "history": [1.0, 2.0, 3.0, 2.0]})
         assert ws.receive_json()["type"] == "ready"

@@ -13,7 +13,8 @@ import pytest
 from service_helpers import make_artifact
 from starlette.websockets import WebSocketDisconnect
 
-from service.sessions import StreamSession
+from service.streaming.connection import Connection
+from service.streaming.session import StreamSession
 
 HISTORY = [1.0, 2.0, 3.0, 2.5, 1.5, 2.0, 3.5, 2.0]
 STEPS = [2.2, 1.8, 3.1, 2.7, 0.9, 1.4]
@@ -407,7 +408,7 @@ def test_stream_repeated_errors_close_1008_with_token(make_client):
 
 def test_stream_overload_errors_do_not_count_towards_1008(make_client):
     c = make_client(max_stream_errors=3, max_queue_rows=4)
-    core = c.app.state.core
+    core = c.app.state.service.core
     with c.websocket_connect("/v1/stream") as ws:
         start(ws, history=HISTORY)
         core.inflight_rows = 4  # the server is full: forecasts are refused with 503-class errors
@@ -496,17 +497,23 @@ def test_stream_idle_timeout_sends_token_then_closes(make_client):
     )
 
 
-def test_stream_backpressure_bounds_the_queue(make_client):
+def test_stream_backpressure_bounds_the_queue(make_client, monkeypatch):
+    held: list[int] = []  # queued steps after each push
+    push = Connection._push
+
+    def spy(self, cmd, front=False):
+        push(self, cmd, front)
+        held.append(self._units)
+
+    monkeypatch.setattr(Connection, "_push", spy)
     c = make_client(max_queued_steps=4)
-    app = c.app
     with c.websocket_connect("/v1/stream") as ws:
         start(ws)
         for i in range(60):
             ws.send_json({"type": "step", "x": [float(i % 5), 1.0]})  # 2 steps each
         outs = [ws.receive_json() for _ in range(120)]
-        (conn,) = app.state.streams.handles()
-        assert conn.high_water <= 4
     assert [o["step"] for o in outs] == list(range(120))
+    assert len(held) >= 60 and max(held) <= 4
 
 
 def test_close_all_sends_each_session_its_token_then_1001(client):
@@ -515,7 +522,7 @@ def test_close_all_sends_each_session_its_token_then_1001(client):
         start(a, history=HISTORY)
         start(b)
         step_all(b, [1.0, 2.0])
-        client.portal.call(app.state.streams.close_all)
+        client.portal.call(app.state.service.streams.close_all)
         seen_a, seen_b = expect_close(a, 1001), expect_close(b, 1001)
     assert [(m["type"], m["step"]) for m in seen_a] == [("state", len(HISTORY))]
     assert [(m["type"], m["step"]) for m in seen_b] == [("state", 2)]

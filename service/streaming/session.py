@@ -1,28 +1,24 @@
-"""Stream sessions: the state machine behind WS /v1/stream, and the registry that bounds them.
+"""A stream session: the state machine behind WS /v1/stream.
 
 A session holds one series' position: hidden state h (L, H), the index of the next
 observation, the scaling fitted on its `start` history, and the scaled prediction of the
 next observation (what a forecast fork starts from). Every step goes through
 `InferenceCore.run_rows`, so the waiting steps of all sessions share onnxruntime runs
-(continuous batching, DESIGN.md section 4). Nothing here knows about websockets.
+(continuous batching). Nothing here knows about websockets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import math
-import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from service.core import InferenceCore, SeriesState, fit_scaler, scale_in, to_data_units
-from service.errors import AlreadyStarted, InvalidInput, NoObservation, NotStarted, SessionFull
+from service.core import InferenceCore, SeriesState
+from service.errors import AlreadyStarted, InvalidInput, NoObservation, NotStarted
 from service.tokens import (
     BINARY_OUTPUT,
     OUTPUT_ON_REQUEST,
@@ -31,6 +27,7 @@ from service.tokens import (
     TokenCodec,
     TokenState,
 )
+from service.units import fit_scaler, scale_in, scale_in_one, scale_out_one, to_data_units
 
 log = logging.getLogger("gru_serve.sessions")
 
@@ -165,14 +162,14 @@ class StreamSession:
         opts = self.options
         per_step_state = T > 1 and (opts.return_hidden or opts.token_each_output)
         one = T == 1 and x.shape[1] == 1 and self.loc.shape == (1,)  # the usual stream step
-        z = _scale_in_one(x, self.loc, self.scale) if one else None
+        z = scale_in_one(x, self.loc, self.scale) if one else None
         if z is None:
             z = scale_in(x, self.loc, self.scale, "x")
         (r,) = await self.core.run_rows([z], [self.h], per_step_state)
         first = self.step
         # Data units for every step at once; a step whose outputs leave float32 is refused
         # whole (422-style error, the session stays where it was).
-        fast = _scale_out_one(r.y, self.loc, self.scale, self._offsets) if one else None
+        fast = scale_out_one(r.y, self.loc, self.scale, self._offsets) if one else None
         if fast is not None:
             ys, qs = fast
         else:
@@ -233,91 +230,3 @@ class StreamSession:
 
     def token(self) -> str:
         return self.codec.encode(self._token_state(self.h, self.step, self.last_y))
-
-
-# ---- one step, one value: scale_in / scale_out without numpy --------------------------------
-# For a (1, 1) step numpy's fixed costs (errstate, four ufuncs, two isfinite) outweigh the
-# arithmetic. The same float32 numbers come from Python floats rounded to float32 after each
-# operation: float64 holds more than twice float32's precision, so rounding an exact-in-float64
-# (or correctly rounded) +, -, * or / once more to float32 gives exactly numpy's float32 result.
-# Anything that would leave float32's range (or is not finite) returns None: the numpy path
-# then answers as it always did (its float64 redo, or the 'too large to scale' error).
-_F32 = struct.Struct("<f")
-
-
-def _f32(v: float) -> float:
-    """v rounded to float32 (OverflowError past float32's range)."""
-    return _F32.unpack(_F32.pack(v))[0]
-
-
-def _scale_in_one(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
-    """scale_in for x (1, 1): (x - loc) / scale in float32, or None."""
-    try:
-        z = _f32(_f32(float(x[0, 0]) - float(loc[0])) / float(scale[0]))
-    except OverflowError:
-        return None
-    return np.array([[z]], np.float32) if math.isfinite(z) else None
-
-
-def _scale_out_one(
-    y: np.ndarray, loc: np.ndarray, scale: np.ndarray, offsets: dict[float, float]
-) -> tuple[np.ndarray, dict[float, np.ndarray]] | None:
-    """scale_out of y (1, 1) and of y + each offset: (ys, qs) shaped as advance's, or None."""
-    if y.shape != (1, 1):
-        return None
-    v, lo, sc = float(y[0, 0]), float(loc[0]), float(scale[0])
-    try:
-        m = _f32(_f32(v * sc) + lo)
-        qs = {q: _f32(_f32(_f32(v + off) * sc) + lo) for q, off in offsets.items()}
-    except OverflowError:
-        return None
-    if not (math.isfinite(m) and all(math.isfinite(u) for u in qs.values())):
-        return None
-    return np.array([[m]], np.float32), {q: np.array([[u]], np.float32) for q, u in qs.items()}
-
-
-class SessionHandle(Protocol):
-    """What the registry holds per live session: the transport's connection object."""
-
-    session: StreamSession
-
-    async def server_close(self, code: int, reason: str) -> None:
-        """Send the session's resume token, then close with `code`."""
-
-
-class SessionRegistry:
-    """Live sessions of this process, bounded by max_sessions; closes them all on shutdown."""
-
-    def __init__(self, max_sessions: int) -> None:
-        self.max_sessions = max_sessions
-        self._handles: dict[str, SessionHandle] = {}
-        self.closing = False
-
-    def __len__(self) -> int:
-        return len(self._handles)
-
-    def handles(self) -> list[SessionHandle]:
-        return list(self._handles.values())
-
-    def add(self, session_id: str, handle: SessionHandle) -> None:
-        if self.closing:
-            raise SessionFull("the server is shutting down")
-        if len(self._handles) >= self.max_sessions:
-            raise SessionFull(f"the server holds its limit of {self.max_sessions} sessions")
-        self._handles[session_id] = handle
-
-    def remove(self, session_id: str) -> None:
-        self._handles.pop(session_id, None)
-
-    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        """Graceful shutdown: every session gets its resume token, then a close frame."""
-        self.closing = True
-        handles = self.handles()
-        if handles:
-            log.info("closing %d stream session(s) with code %d", len(handles), code)
-        results = await asyncio.gather(
-            *(h.server_close(code, reason) for h in handles), return_exceptions=True
-        )
-        for r in results:
-            if isinstance(r, Exception):
-                log.warning("closing a session failed: %r", r)

@@ -1,5 +1,5 @@
 """The /v1/stream wire protocol: client frames -> validated Commands, and the server's
-messages -> text or binary frames. No connection state: routes/stream.py holds the loop.
+messages -> text or binary frames. No connection state: connection.py holds the loop.
 Protocol: docs/protocol.md.
 """
 
@@ -17,8 +17,8 @@ from starlette import status as ws_status
 from export.contract import ArtifactMeta
 from service.core import InferenceCore
 from service.errors import InvalidInput, MalformedMessage, ServiceError, TooManySteps, UnknownType
-from service.sessions import ForkForecast, StepOutput, StreamOptions, StreamSession
 from service.settings import Settings
+from service.streaming.session import ForkForecast, StepOutput, StreamOptions, StreamSession
 from service.translate import quantile_key, series_out
 
 _STEP_HEADER = struct.Struct("<Q")  # binary output frame: step index, then float32 values

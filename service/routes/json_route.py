@@ -1,0 +1,86 @@
+"""Routes that decode their JSON body once, in one pass.
+
+FastAPI's own handler reads the body, `json.loads` it, validates the Python objects, then
+solves the dependencies. A `JsonRoute` endpoint is declared the ordinary way,
+`async def endpoint(req: Model, core: CoreDep) -> Response`, so OpenAPI and /docs describe
+exactly what is validated; but its handler parses and validates the body with the model's
+own `model_validate_json` (in Rust, no intermediate Python objects) and hands the endpoint
+the ready core directly. Errors keep FastAPI's order: a body that is not JSON is a 400
+first, then a server that is not ready a 503, then invalid input a 422.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.errors import InvalidInput, ServiceError, from_validation_errors
+from service.state import ServiceState, state_of
+
+JSON_TYPES = ("application/json",)  # and any type ending in +json
+_BOMS = (b"\xef\xbb", b"\xff\xfe", b"\xfe\xff", b"\x00\x00")
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in JSON_TYPES or media.endswith("+json")
+
+
+def decode(model: type[BaseModel], body: bytes, content_type: str | None, state: ServiceState):
+    """The validated body, or the ServiceError it deserves (see the module doc for order)."""
+    err: ServiceError
+    if not is_json(content_type):
+        err = InvalidInput(
+            f"expected a JSON body with Content-Type: application/json, got "
+            f"{content_type or 'no Content-Type'}"
+        )
+    elif not body:
+        err = InvalidInput("the request body is empty: expected a JSON object")
+    else:
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as e:
+            err = from_validation_errors(e.errors(include_url=False))
+        if err.status == 400 and body[:2] in _BOMS:
+            # JSON in UTF-16/32 or behind a UTF-8 BOM (RFC 8259 allows parsers to accept
+            # them): json.loads detects the encoding; the slow path, for these bodies only.
+            try:
+                return model.model_validate(json.loads(body))
+            except ValueError as e:  # json's errors and pydantic's ValidationError
+                if isinstance(e, ValidationError):
+                    err = from_validation_errors(e.errors(include_url=False))
+    if err.status == 400:
+        raise err
+    state.ready_core()  # NotReady before invalid input
+    raise err
+
+
+def json_response(answer: Any) -> Response:
+    """An endpoint's answer: a Response as it is, a pydantic model as its JSON."""
+    if isinstance(answer, Response):
+        return answer
+    return Response(answer.__pydantic_serializer__.to_json(answer), media_type="application/json")
+
+
+class JsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        (param,) = self.dependant.body_params  # one body model, nothing else in the body
+        model = param.field_info.annotation
+        endpoint = self.endpoint
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"{self.path}: the body must be one pydantic model")
+
+        async def handle(request: Request) -> Response:
+            state = state_of(request)
+            req = decode(model, await request.body(), request.headers.get("content-type"), state)
+            return json_response(await endpoint(req, state.ready_core()))
+
+        return handle

@@ -1,0 +1,182 @@
+"""Units: data units <-> the model's scaled units, in float32, with overflow checked.
+
+The one place this arithmetic lives. REST forecasts, stream steps and stream forecasts all
+come through here, so their numbers agree; a value that leaves float32 is an InvalidInput
+("values too large to scale"), never an inf in an answer.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+
+from export.contract import ArtifactMeta
+from service.errors import InvalidInput
+
+TOO_LARGE = "values too large to scale: the scaled values or results exceed float32's range"
+
+
+def _finite(v: np.ndarray) -> bool:
+    """np.isfinite(v).all(); in plain Python for a few values, where numpy's fixed costs
+    (the ufunc, then ndarray.all's wrapper) outweigh the check."""
+    if v.size <= 16:
+        return all(map(math.isfinite, v.ravel().tolist()))
+    return bool(np.isfinite(v).all())
+
+
+# The public helpers set their own errstate; the underscored ones leave it to the caller, so
+# a request's whole preparation (or answer) pays for one errstate instead of one per call.
+
+
+def fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The artifact's scaler fitted on x (T, F) (in float64 where float32 overflows);
+    InvalidInput when loc or scale do not fit in float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _fit_scaler(meta, x, field)
+
+
+def _fit_scaler(meta: ArtifactMeta, x: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    loc, scale = meta.scaler.fit(x)
+    if not (_finite(loc) and _finite(scale)):
+        raise InvalidInput(TOO_LARGE, field)
+    return loc, scale
+
+
+def scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
+    """(x - loc) / scale in float32; redone in float64 when x - loc overflows float32 midway."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _scale_in(x, loc, scale, field)
+
+
+def _scale_in(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str) -> np.ndarray:
+    z = (x - loc) / scale
+    if not _finite(z):
+        z = ((x.astype(np.float64) - loc) / scale).astype(np.float32)
+        if not _finite(z):
+            raise InvalidInput(TOO_LARGE, field)
+    return z
+
+
+def scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
+    """y * scale + loc (model units -> data units); InvalidInput when it leaves float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _scale_out(y, loc, scale, field)
+
+
+def _scale_out(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, field: str | None) -> np.ndarray:
+    v = y * scale + loc
+    if not _finite(v):
+        raise InvalidInput(TOO_LARGE, field)
+    return v
+
+
+def to_data_units(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+    field: str | None,
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """A scaled mean (N, O) and scaled-space quantile offsets per level (one per row, (N,), or
+    one float for every row) -> (mean, {level: values}) in data units. The one place this
+    arithmetic lives: REST forecasts, stream steps and stream forecasts all come through here,
+    so their numbers agree. InvalidInput when a value leaves float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _to_data_units(mean_scaled, offsets, loc, scale, field)
+
+
+def _to_data_units(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+    field: str | None,
+) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    if offsets and _all_f32(mean_scaled, offsets, loc, scale):
+        # All float32: the mean and every level stacked in one array, through the same
+        # float32 operations element for element (so the same bits), checked once.
+        out = np.empty((1 + len(offsets), *mean_scaled.shape), np.float32)
+        out[0] = mean_scaled
+        for k, off in enumerate(offsets.values(), 1):
+            np.add(mean_scaled, off[:, None] if isinstance(off, np.ndarray) else off, out=out[k])
+        np.multiply(out, scale, out=out)
+        np.add(out, loc, out=out)
+        if not _finite(out):
+            raise InvalidInput(TOO_LARGE, field)
+        return out[0], dict(zip(offsets, out[1:], strict=True))
+    mean = _scale_out(mean_scaled, loc, scale, field)
+    quantiles = {
+        q: _scale_out(
+            mean_scaled + (off[:, None] if isinstance(off, np.ndarray) else off), loc, scale, field
+        )
+        for q, off in offsets.items()
+    }
+    return mean, quantiles
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _all_f32(
+    mean_scaled: np.ndarray,
+    offsets: Mapping[float, np.ndarray | float],
+    loc: np.ndarray,
+    scale: np.ndarray,
+) -> bool:
+    """Whether the stacked path computes in the general path's dtypes: float32 arrays, and
+    offsets that are float32 (N,) arrays or Python floats (weak scalars, added in float32)."""
+    if not (mean_scaled.dtype == _F32 and loc.dtype == _F32 and scale.dtype == _F32):
+        return False
+    if mean_scaled.ndim != 2:
+        return False
+    for off in offsets.values():
+        if isinstance(off, np.ndarray):
+            if off.dtype != _F32 or off.shape != mean_scaled.shape[:1]:
+                return False
+        elif type(off) is not float:
+            return False
+    return True
+
+
+# ---- one step, one value: scale_in / scale_out without numpy --------------------------------
+# For a (1, 1) step numpy's fixed costs (errstate, four ufuncs, two isfinite) outweigh the
+# arithmetic. The same float32 numbers come from Python floats rounded to float32 after each
+# operation: float64 holds more than twice float32's precision, so rounding an exact-in-float64
+# (or correctly rounded) +, -, * or / once more to float32 gives exactly numpy's float32 result.
+# Anything that would leave float32's range (or is not finite) returns None: the numpy path
+# then answers as it always did (its float64 redo, or the 'too large to scale' error).
+_F32 = struct.Struct("<f")
+
+
+def _f32(v: float) -> float:
+    """v rounded to float32 (OverflowError past float32's range)."""
+    return _F32.unpack(_F32.pack(v))[0]
+
+
+def scale_in_one(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
+    """scale_in for x (1, 1): (x - loc) / scale in float32, or None."""
+    try:
+        z = _f32(_f32(float(x[0, 0]) - float(loc[0])) / float(scale[0]))
+    except OverflowError:
+        return None
+    return np.array([[z]], np.float32) if math.isfinite(z) else None
+
+
+def scale_out_one(
+    y: np.ndarray, loc: np.ndarray, scale: np.ndarray, offsets: dict[float, float]
+) -> tuple[np.ndarray, dict[float, np.ndarray]] | None:
+    """scale_out of y (1, 1) and of y + each offset: (ys, qs) shaped as advance's, or None."""
+    if y.shape != (1, 1):
+        return None
+    v, lo, sc = float(y[0, 0]), float(loc[0]), float(scale[0])
+    try:
+        m = _f32(_f32(v * sc) + lo)
+        qs = {q: _f32(_f32(_f32(v + off) * sc) + lo) for q, off in offsets.items()}
+    except OverflowError:
+        return None
+    if not (math.isfinite(m) and all(math.isfinite(u) for u in qs.values())):
+        return None
+    return np.array([[m]], np.float32), {q: np.array([[u]], np.float32) for q, u in qs.items()}
