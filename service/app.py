@@ -22,7 +22,7 @@ from service.logs import RequestContext
 from service.metrics import Metrics
 from service.metrics import router as metrics_router
 from service.middleware import BodyLimit
-from service.routes import forecast, health, hidden, models, oip, stream, timeseries
+from service.routes import forecast, health, hidden, models, oip, playground, stream, timeseries
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_docs(app)
     _install_middleware(app, settings, state.metrics)
     app.include_router(metrics_router)
-    for module in (health, models, forecast, hidden, timeseries, oip, stream):
+    for module in (health, models, forecast, hidden, timeseries, oip, stream, playground):
         app.include_router(module.router)
     return app
 
