@@ -19,7 +19,11 @@ router = APIRouter(tags=["playground"])
 PAGES: dict[str, tuple[str, str]] = {
     "/": ("home.html", "text/html; charset=utf-8"),
     "/playground": ("index.html", "text/html; charset=utf-8"),
+    # ES modules: the session and controls, then what they import
     "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+    "/playground/chart.js": ("chart.js", "text/javascript; charset=utf-8"),
+    "/playground/card.js": ("card.js", "text/javascript; charset=utf-8"),
+    "/playground/dom.js": ("dom.js", "text/javascript; charset=utf-8"),
     "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
     "/playground/examples.json": ("examples.json", "application/json"),
 }

@@ -135,6 +135,7 @@ def test_pause_and_resume_continue_from_the_resume_token_and_reset_clears(
     page.choose("speed", "max")
     page.click("resume")
     page.wait_phase("done")
+    assert not page.element("#token").is_displayed()  # that token's step is behind
 
     expected, _ = rest_reference(server, values, history, horizon=1)
     assert_drawn(page.predictions(), expected)  # the resumed state is the paused one, exactly

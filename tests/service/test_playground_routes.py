@@ -29,6 +29,9 @@ def test_every_page_file_is_served_as_it_is_with_its_type(client) -> None:
         "/",
         "/playground",
         "/playground/playground.js",
+        "/playground/chart.js",
+        "/playground/card.js",
+        "/playground/dom.js",
         "/playground/playground.css",
         "/playground/examples.json",
     }
@@ -48,9 +51,13 @@ def test_the_page_loads_nothing_from_another_origin() -> None:
     assert refs and all(r.startswith(("/", "data:")) for r in refs), refs
     css = (ASSETS / "playground.css").read_text()
     assert "url(" not in css and "@import" not in css
-    js = (ASSETS / "playground.js").read_text()
+    js = "".join(p.read_text() for p in sorted(ASSETS.glob("*.js")))
     # the one absolute URL is the SVG namespace, which is a name, not a request
     assert re.findall(r"https?://[^\s\"'`]+", js) == ["http://www.w3.org/2000/svg"]
+    # every module imported is one the app serves
+    imports = set(re.findall(r'from "([^"]+)"', js))
+    assert imports == {"./card.js", "./chart.js", "./dom.js"}
+    assert {"/playground/" + name.removeprefix("./") for name in imports} <= set(PAGES)
     assert "/v1/models" in js and "/v1/stream" in js
 
 
