@@ -28,13 +28,15 @@ FROM builder AS deps-gpu
 RUN pip install --no-cache-dir -r requirements-gpu.txt
 
 # ---------------------------------------------------------------- code: what both targets run
-# Serving needs service/, export/ (the artifact contract) and the ONNX artifact only. model/
-# comes too, as code: `gru-serve` builds its parser from every area's commands module
-# (service/cli.py imports model/commands.py, which imports model/settings.py; both torch-free).
+# Serving needs service/, export/ (the artifact contract), cli_common/ (the CLI's shared
+# error type and parser) and the ONNX artifact only. model/ comes too, as code: `gru-serve`
+# builds its parser from every area's commands module (service/cli.py imports
+# model/commands.py, which imports model/settings.py; both torch-free).
 # No checkpoint, no report: artifacts/gru.onnx is the one artifact copied.
 FROM scratch AS code
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY cli_common/ cli_common/
 COPY model/ model/
 COPY export/ export/
 COPY service/ service/

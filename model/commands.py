@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from cli_common import CliError
+from cli_common.extras import require_train_extra
+from cli_common.paths import check_output_dir, check_output_file
 
 DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
 DEFAULT_REPORT_DIR = "artifacts/report"
@@ -12,156 +16,214 @@ DEFAULT_ARTIFACT = "artifacts/gru.onnx"
 STATSMODELS_HORIZON = 12
 
 
-def _one_line_errors(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """argparse prints usage plus an error (two lines); the CLI promises one line, exit 2."""
-
-    def error(message: str):
-        print(f"{p.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error
-    return p
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (default: the M1, M3 and Tourism competitions' training parts)")
-    g.add_argument("--csv", metavar="FILE", help="use one column of this CSV file instead")
-    g.add_argument("--column", metavar="NAME", help="the value column of --csv")
+def _data_flags(p: argparse.ArgumentParser, title: str, csv_help: str) -> None:
+    g = p.add_argument_group(title)
+    g.add_argument("--csv", metavar="FILE", help=csv_help)
     g.add_argument(
-        "--time-column", metavar="NAME", help="timestamps: sorts rows, finds missing ones"
+        "--column", metavar="NAME", help="the value column of --csv (no default: needed with --csv)"
     )
     g.add_argument(
-        "--season", type=int, metavar="N", help="seasonal period (default: from the time column)"
+        "--time-column",
+        metavar="NAME",
+        help="timestamps: sort the rows, infer the frequency, fill absent steps "
+        "(default: the rows in file order)",
+    )
+    g.add_argument(
+        "--season",
+        type=int,
+        metavar="N",
+        help="seasonal period (default: from the time column's frequency, else none)",
     )
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from model.settings import TrainSettings  # torch-free: the defaults live in one place
+    from model.settings import VARIANTS, TrainSettings  # torch-free: the defaults live there
 
     d = TrainSettings()
-    p = _one_line_errors(
-        sub.add_parser(
-            "train",
-            help="train the GRU forecaster and write a checkpoint",
-            description="Train the global GRU forecaster and write a self-describing checkpoint. "
-            "Default data: the training parts of the M1, M3 and Tourism competitions (an "
-            "ensemble of --members GRUs combined into one); with --csv: one GRU on one column.",
-        )
+    p = sub.add_parser(
+        "train",
+        help="train the GRU forecaster and write a checkpoint",
+        description="Train the global GRU forecaster and write a self-describing checkpoint. "
+        "Default data: the training parts of the M1, M3 and Tourism competitions (an "
+        "ensemble of --members GRUs combined into one); with --csv: one GRU on one column. "
+        "Needs the 'train' extra (pip install -e '.[train]').",
     )
-    _data_flags(p)
-    p.add_argument("--variant", default=d.variant, help="cho2014 (default) | cudnn")
-    p.add_argument("--hidden-size", type=int, default=d.hidden_size, help="default %(default)s")
-    p.add_argument("--layers", type=int, default=d.num_layers, help="default %(default)s")
+    _data_flags(
+        p,
+        "data (default: the M1, M3 and Tourism competitions' training parts)",
+        "train one GRU on one column of this CSV file (default: the competitions)",
+    )
     p.add_argument(
-        "--dropout", type=float, default=d.dropout, help="between layers (needs --layers > 1)"
+        "--variant",
+        default=d.variant,
+        choices=VARIANTS,
+        help="GRU formula: reset gate before (cho2014) or after (cudnn) the recurrent matrix "
+        "(default %(default)s)",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
     p.add_argument(
-        "--steps-per-epoch", type=int, default=d.steps_per_epoch, help="default %(default)s"
+        "--hidden-size",
+        type=int,
+        metavar="N",
+        default=d.hidden_size,
+        help="hidden units (per member) (default %(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
-    p.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
+    p.add_argument(
+        "--layers",
+        type=int,
+        metavar="N",
+        default=d.num_layers,
+        help="GRU layers (default %(default)s)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        metavar="X",
+        default=d.dropout,
+        help="dropout between layers, in [0, 1); needs --layers 2 or more (default %(default)s)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        default=d.epochs,
+        help="most epochs per model (default %(default)s)",
+    )
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        metavar="N",
+        default=d.steps_per_epoch,
+        help="batches per epoch (default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=d.batch_size,
+        help="windows per batch (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        metavar="X",
+        default=d.lr,
+        help="Adam learning rate (default %(default)s)",
+    )
     p.add_argument(
         "--cosine-lr",
         action=argparse.BooleanOptionalAction,
         default=d.cosine,
-        help="decay the learning rate (cosine; default %(default)s)",
+        help="decay the learning rate on a cosine (default %(default)s)",
     )
     p.add_argument(
         "--members",
         type=int,
+        metavar="N",
         default=d.members,
         help="ensemble members, competitions only (default %(default)s)",
     )
     p.add_argument(
         "--patience",
         type=int,
+        metavar="N",
         default=d.patience,
-        help="epochs without validation gain (default %(default)s)",
+        help="stop after this many epochs without a validation gain (default %(default)s)",
     )
     p.add_argument(
         "--horizon",
         type=int,
+        metavar="N",
         default=d.horizon,
-        help="forecast steps, --csv only (default %(default)s)",
+        help="forecast steps trained and calibrated for, --csv only (default %(default)s; the "
+        "competitions bring their own: 6 to 24)",
     )
     p.add_argument(
         "--min-context",
         type=int,
+        metavar="N",
         default=d.min_context,
         help="shortest training history, --csv only (default %(default)s)",
     )
     p.add_argument(
         "--context-length",
         type=int,
+        metavar="N",
         default=d.context_length,
         help="--csv: longest training history, recommended to clients; competitions: the "
-        "history the members are validated at (default %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
-    p.add_argument(
-        "--max-minutes", type=float, default=d.max_minutes, help="stop training after this long"
+        "history the members are validated at while training (default %(default)s)",
     )
     p.add_argument(
-        "--out", default=DEFAULT_CHECKPOINT, help=f"checkpoint path (default {DEFAULT_CHECKPOINT})"
+        "--seed", type=int, metavar="N", default=d.seed, help="random seed (default %(default)s)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="MINUTES",
+        default=d.max_minutes,
+        help="stop a model (ensemble member) after this many minutes (default %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=DEFAULT_CHECKPOINT,
+        metavar="FILE",
+        help="checkpoint to write (default %(default)s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
     p.set_defaults(run=run_train)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = _one_line_errors(
-        sub.add_parser(
-            "evaluate",
-            help="score a model: a competition benchmark, or held-out tails against baselines",
-            description="With --benchmark: forecast every series of the M3, M1 or Tourism "
-            "competition through the serving core (the ONNX artifact, as /v1/forecast answers) "
-            "and score the official held-out parts against Naive2, seasonal naive, Theta and "
-            "ETS. Without it: rolling-origin backtests of the checkpoint on the held-out tails "
-            "of the statsmodels series (or of --csv) against naive, seasonal naive and ETS.",
-        )
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model: a competition benchmark, or backtests against baselines",
+        description="With --benchmark: forecast every series of the M3, M1 or Tourism "
+        "competition through the serving core (the ONNX artifact, as /v1/forecast answers) "
+        "and score the official held-out parts against Naive2, seasonal naive, Theta and "
+        "ETS. Without it: rolling-origin backtests of the checkpoint on the statsmodels "
+        "series (or on --csv) against naive, seasonal naive and ETS. Writes a markdown "
+        "report, its JSON and plots to --out-dir. Needs the 'train' extra "
+        "(pip install -e '.[train]').",
     )
     p.add_argument(
         "--benchmark",
         choices=("m3", "m1", "tourism"),
-        help="score this competition's official split through the serving core",
+        help="score this competition's official split through the serving core "
+        "(default: the backtests)",
     )
     p.add_argument(
         "--artifact",
         default=DEFAULT_ARTIFACT,
-        help=f"ONNX artifact for --benchmark (default {DEFAULT_ARTIFACT})",
+        metavar="FILE",
+        help="ONNX artifact for --benchmark (default %(default)s)",
     )
     p.add_argument(
         "--checkpoint",
         default=DEFAULT_CHECKPOINT,
-        help=f"checkpoint for the backtests (default {DEFAULT_CHECKPOINT})",
+        metavar="FILE",
+        help="checkpoint for the backtests (default %(default)s)",
     )
     p.add_argument(
         "--out-dir",
         default=DEFAULT_REPORT_DIR,
-        help=f"report directory (default {DEFAULT_REPORT_DIR})",
+        metavar="DIR",
+        help="report directory, created if needed (default %(default)s)",
     )
     p.add_argument(
         "--recalibrate",
         action="store_true",
         help="first recompute a --csv checkpoint's quantile offsets with the current calibration "
-        "(weights untouched) and rewrite it atomically",
+        "(weights untouched) and rewrite it atomically (default: off)",
     )
-    g = p.add_argument_group("data for the backtests (default: the statsmodels series)")
-    g.add_argument("--csv", metavar="FILE", help="evaluate on one column of this CSV file")
-    g.add_argument("--column", metavar="NAME", help="the value column of --csv")
-    g.add_argument(
-        "--time-column", metavar="NAME", help="timestamps: sorts rows, finds missing ones"
-    )
-    g.add_argument(
-        "--season", type=int, metavar="N", help="seasonal period (default: from the time column)"
+    _data_flags(
+        p,
+        "data for the backtests (default: the statsmodels series)",
+        "backtest on one column of this CSV file, the one a --csv checkpoint was fitted on "
+        "(default: the statsmodels series)",
     )
     p.set_defaults(run=run_evaluate)
 
 
 def _check_csv_flags(args):
-    from service.cli import CliError
-
     if args.csv is None and (args.column or args.time_column or args.season is not None):
         raise CliError("--column, --time-column and --season need --csv")
     if args.season is not None and args.season < 1:
@@ -170,7 +232,6 @@ def _check_csv_flags(args):
 
 def _load_series(args):
     from model.data import DataError, load_bundled, load_csv
-    from service.cli import CliError
 
     _check_csv_flags(args)
     if args.csv is None:
@@ -184,12 +245,8 @@ def _load_series(args):
 
 
 def _settings(args):
-    from model.gru import VARIANTS
-    from model.train import TrainSettings
-    from service.cli import CliError
+    from model.settings import TrainSettings
 
-    if args.variant not in VARIANTS:
-        raise CliError(f"unknown variant {args.variant!r}: expected one of {', '.join(VARIANTS)}")
     positive = (
         "hidden_size",
         "layers",
@@ -206,6 +263,9 @@ def _settings(args):
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.0 <= args.dropout < 1.0:
         raise CliError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.dropout > 0 and args.layers < 2:
+        # dropout sits between layers: with one layer it would silently do nothing
+        raise CliError(f"--dropout {args.dropout} needs --layers 2 or more, got {args.layers}")
     if not args.lr > 0 or args.lr != args.lr:
         raise CliError(f"--lr must be > 0, got {args.lr}")
     if args.patience < 1 or not args.max_minutes > 0:
@@ -235,15 +295,12 @@ def _settings(args):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from service.cli import CliError
-
-    settings = _settings(args)  # cheap checks before loading data or torch
-    out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise CliError(f"--out {out} is a directory")
+    # Everything the user can get wrong is checked before the minutes of training.
+    require_train_extra()
+    settings = _settings(args)
     _check_csv_flags(args)
+    out = Path(args.out)
+    check_output_file(out, "--out")
     if args.csv is None:
         from model.bundled import train_bundled
         from model.checkpoint import save_checkpoint
@@ -273,14 +330,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from service.cli import CliError
-
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--out-dir {out_dir} is not a directory")
+    require_train_extra()
     _check_csv_flags(args)
+    out_dir = Path(args.out_dir)
+    check_output_dir(out_dir, "--out-dir")
     if args.benchmark:
         return _run_benchmark(args, out_dir)
     from model.checkpoint import load_checkpoint
@@ -292,6 +345,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     on_competitions = "datasets" in info.get("data", {})
     if on_competitions and args.recalibrate:
         raise CliError("--recalibrate applies to checkpoints trained with --csv")
+    if args.recalibrate:
+        check_output_file(Path(args.checkpoint), "--checkpoint")
     if args.csv is None and any(
         s["source"].startswith("csv:") for s in info["data"].get("series", [])
     ):
@@ -336,11 +391,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_benchmark(args: argparse.Namespace, out_dir) -> int:
-    from pathlib import Path
-
-    from service.cli import CliError
-
+def _run_benchmark(args: argparse.Namespace, out_dir: Path) -> int:
     artifact = Path(args.artifact)
     if not artifact.is_file():
         raise CliError(f"--artifact {artifact} does not exist")

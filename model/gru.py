@@ -1,4 +1,4 @@
-"""The GRU of DESIGN.md section 1, in two variants, and the forecaster built on it.
+"""The GRU of docs/design.md ("The GRU, two variants") and the forecaster built on it.
 
 Parameters are stored in PyTorch's layout (gate rows r, z, n; two bias vectors) for both
 variants, so an `nn.GRU` state dict loads straight into the `cudnn` variant. For `cho2014`
@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-VARIANTS = ("cho2014", "cudnn")
+from model.settings import VARIANTS
+
+__all__ = ["VARIANTS", "GRUConfig", "GRULayer", "GRUForecaster"]
 
 
 @dataclass

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The two GRU formulas (model/gru.py, docs/design.md): reset gate before or after U_h.
+VARIANTS = ("cho2014", "cudnn")
+
 
 @dataclass
 class TrainSettings:

@@ -2,7 +2,8 @@
 
 Each area registers its own sub-command (`model/commands.py`, `export/commands.py`,
 `service/commands.py`); those modules import nothing heavy at import time, so `serve`
-never pulls in torch.
+never pulls in torch. Every error a user can cause is one line on stderr and exit 2
+(`cli_common`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli_common import CliError
+from cli_common.parser import OneLineParser
 
-class CliError(Exception):
-    """Bad user input: printed as one line on stderr, exit code 2, no traceback."""
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("gru-serve")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     from model import commands as model_commands
     from service import commands as service_commands
 
-    parser = argparse.ArgumentParser(prog="gru-serve", description=__doc__.splitlines()[0])
+    parser = OneLineParser(
+        prog="gru-serve",
+        description="Train a GRU forecaster, export it to ONNX, serve it. "
+        "Run `gru-serve COMMAND --help` for each command's flags and defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_commands.add_train(sub)
     model_commands.add_evaluate(sub)
@@ -41,8 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m service.cli`, this file is `__main__`, whose CliError is not the class
-    # the commands import; go through the package module so one class is caught.
-    from service.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

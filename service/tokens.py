@@ -29,7 +29,7 @@ import hmac
 import logging
 import secrets
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,7 +71,6 @@ class TokenState:
     frequency: str | None = None  # the stream's `frequency` option
     model: str = ""
     version: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 _random_secret: bytes | None = None

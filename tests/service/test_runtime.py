@@ -125,11 +125,11 @@ def test_run_shapes_and_reference_values(make_settings, tiny_reference):
     assert none is None
 
 
-def test_warm_up_sets_ready(make_settings):
+def test_warm_up_reports_its_seconds(make_settings):
+    # readiness is the app's (ServiceState), set once warm-up has run; the runtime keeps none
     rt = Runtime(make_settings())
-    assert rt.ready is False
     seconds = rt.warmup(rounds=1)
-    assert rt.ready is True and seconds > 0
+    assert seconds > 0 and not hasattr(rt, "ready")
 
 
 # ---- the CUDA placement of cho2014 GRU nodes ------------------------------------------------------

@@ -73,7 +73,7 @@ def test_flags_win_over_environment_variables(tmp_path, tiny_artifact):
         ({"max_batch_rows": 0}, {}, "--max-batch-rows"),
         ({"device": "gpu"}, {}, "--device"),
         ({"port": "http"}, {}, "--port"),
-        ({}, {"GRU_SERVE_MAX_WAIT_US": "-1"}, "--max-wait-us"),
+        ({}, {"GRU_SERVE_MAX_WAIT_US": "-1"}, "GRU_SERVE_MAX_WAIT_US=-1"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(tiny_artifact, flags, env, phrase):
