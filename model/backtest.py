@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class Backtest:
     point: np.ndarray  # (N, horizon) raw GRU forecasts
     scale: np.ndarray  # (N,) the service's per-request scaler scale
     mase_scale: float  # in-sample seasonal-naive MAE before the tail
+    preds: dict[str, np.ndarray] = field(default_factory=dict)  # every method's, for the plot
 
     @property
     def residuals(self) -> np.ndarray:

@@ -16,6 +16,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def baseline_forecasts(series: list[CompetitionSeries], workers: int = 2) -> lis
 
 def score(series: list[CompetitionSeries], served: list[Served], base: list[dict]) -> dict:
     """Per-series scores, then means per frequency and overall."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s, g, b in zip(series, served, base, strict=True):
         scale = mase_scale(s.x, s.period)
         preds = {"gru": g.mean, **b}
@@ -148,9 +149,9 @@ def score(series: list[CompetitionSeries], served: list[Served], base: list[dict
         if any(r["frequency"] == f for r in rows)
     }
     table = {}
-    for g, rs in groups.items():
-        n_points = np.array([len(s.xx) for s in series if g == "all" or s.frequency == g])
-        table[g] = {
+    for group, rs in groups.items():
+        n_points = np.array([len(s.xx) for s in series if group == "all" or s.frequency == group])
+        table[group] = {
             "series": len(rs),
             "smape": {m: float(np.mean([r["smape"][m] for r in rs])) for m in METHODS},
             "mase": {m: float(np.mean([r["mase"][m] for r in rs])) for m in METHODS},

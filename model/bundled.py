@@ -117,7 +117,7 @@ def choose_context(model: GRUForecaster, corpus: Corpus) -> tuple[int, dict[str,
         c: criterion(summary(forecast_windows(model, corpus.validation, c, SCALER)))
         for c in CONTEXT_CANDIDATES
     }
-    best = min(scores, key=scores.get)
+    best = min(scores, key=lambda c: scores[c])
     return best, {str(c): round(s, 4) for c, s in scores.items()}
 
 

@@ -50,7 +50,8 @@ def split(series: list[CompetitionSeries], val_share: float, seed: int) -> Corpu
     rng = np.random.default_rng(seed)
     held = rng.random(len(series)) < val_share
     train: dict[str, list[np.ndarray]] = {f: [] for f in FREQUENCIES}
-    validation, counts = [], {}
+    validation: list[Window] = []
+    counts: dict[str, dict[str, int]] = {}
     for s, v in zip(series, held, strict=True):
         c = counts.setdefault(s.dataset, {"series": 0, "validation": 0})
         c["series"] += 1

@@ -217,7 +217,7 @@ def _infer_freq(index: pd.DatetimeIndex) -> str | None:
                 f = None
             if f:
                 found[str(f)] = found.get(str(f), 0) + 1
-    return max(found, key=found.get) if found else None
+    return max(found, key=lambda f: found[f]) if found else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from model.gru import GRUConfig, GRUForecaster
+from model.gru import GRUConfig, GRUForecaster, GRULayer
+
+
+def _layer(model: GRUForecaster, i: int) -> GRULayer:
+    layer = model.layers[i]
+    assert isinstance(layer, GRULayer)  # nn.ModuleList items are typed as Module
+    return layer
 
 
 def _gates(w: torch.Tensor, H: int) -> list[torch.Tensor]:
@@ -38,14 +44,15 @@ def combine(members: list[GRUForecaster]) -> GRUForecaster:
         first.input_size, k * H, first.num_layers, first.output_size, 0.0, first.variant
     )
     out = GRUForecaster(config)
-    for i, layer in enumerate(out.layers):
-        parts = [m.layers[i] for m in members]
+    for i in range(config.num_layers):
+        layer = _layer(out, i)
+        parts = [_layer(member, i) for member in members]
         w_ih = torch.zeros_like(layer.weight_ih)  # (3kH, in or kH)
         w_hh = torch.zeros_like(layer.weight_hh)  # (3kH, kH)
         b_ih = torch.zeros_like(layer.bias_ih)
         b_hh = torch.zeros_like(layer.bias_hh)
-        for m, p in enumerate(parts):
-            own = slice(m * H, (m + 1) * H)
+        for j, p in enumerate(parts):
+            own = slice(j * H, (j + 1) * H)
             for g, (wi, wh, bi, bh) in enumerate(
                 zip(
                     _gates(p.weight_ih, H),
@@ -55,7 +62,7 @@ def combine(members: list[GRUForecaster]) -> GRUForecaster:
                     strict=True,
                 )
             ):
-                rows = slice(g * k * H + m * H, g * k * H + (m + 1) * H)
+                rows = slice(g * k * H + j * H, g * k * H + (j + 1) * H)
                 if i == 0:
                     w_ih[rows] = wi  # every member reads the same input
                 else:

@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from export.contract import Scaler
-from model.backtest import backtest
+from model.backtest import Backtest, backtest
 from model.baselines import ets, mase_scale, naive, seasonal_naive
 from model.data import Series, split_series
 from model.gru import GRUForecaster
@@ -26,13 +27,16 @@ METHODS = ("gru", "naive", "seasonal_naive", "ets")
 
 def evaluate(
     model: GRUForecaster, info: dict, series: list[Series], horizon: int | None = None
-) -> dict:
+) -> tuple[dict, list[Backtest]]:
+    """The report's numbers, and each series' backtest (with every method's forecasts) for
+    the plot."""
     h = int(info["horizon"]) if horizon is None else horizon
     ctx = int(info["context_length"])
     scaler = Scaler(**info["scaler"])
     levels = tuple(info["quantile_levels"])
     offsets = [row[:h] for row in info["quantile_offsets"]]
-    per_series, all_bt = {}, []
+    per_series: dict[str, dict[str, Any]] = {}
+    all_bt: list[Backtest] = []
     for s in series:
         bt = backtest(model, s, "test", h, ctx, scaler)
         all_bt.append(bt)

@@ -67,7 +67,7 @@ def fit(
     validate: Callable[[GRUForecaster], float],
     settings: TrainSettings,
     seed: int,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], object] | None = None,
 ) -> dict:
     """Train `model` in place on windows from `sample(rng)` (raw history (B, L), target (B, h));
     keep the weights with the lowest `validate(model)`. Returns what happened, for the info."""
@@ -128,6 +128,8 @@ def fit(
         if time.monotonic() - t0 > settings.max_minutes * 60:
             stopped = "time budget"
             break
+    if best_state is None:  # every validation score was NaN
+        raise RuntimeError("training never produced a finite validation score")
     model.load_state_dict(best_state)
     model.eval()
     return {
