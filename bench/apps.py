@@ -16,6 +16,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
+from service.app import NO_TELEMETRY
 from service.core import quantile_offsets
 from service.runtime import Runtime
 from service.schemas import ForecastRequest, ForecastResponse, SeriesForecast
@@ -24,7 +25,7 @@ from service.translate import quantile_key, series_out
 
 
 def floor_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(**NO_TELEMETRY)
     meta = runtime.meta
     cache: dict[tuple, ForecastResponse] = {}
 
@@ -54,7 +55,7 @@ def floor_app(runtime: Runtime) -> FastAPI:
 
 
 def naive_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(**NO_TELEMETRY)
     meta = runtime.meta
 
     @app.get("/readyz")

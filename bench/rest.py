@@ -8,7 +8,7 @@ import json
 import math
 import statistics
 
-from bench import procs
+from bench import procs, wrk
 from bench.load import run_load
 from bench.results import table
 
@@ -50,6 +50,18 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
             }
         )
         print(f"  {server.name:8s} {clients:3d} clients: {rows[-1]}", flush=True)
+        if wrk.available():  # the same level again, driven by wrk
+            cpu0 = server.cpu_s()
+            w = wrk.run_wrk(server.port, PATH, body, clients, seconds)
+            cpu = server.cpu_s() - cpu0
+            rows[-1]["wrk"] = {
+                "rps": round(w.rps, 1),
+                "p50_ms": round(w.p50_ms, 2),
+                "p99_ms": round(w.p99_ms, 2),
+                "server_cpu_ms_per_req": round(1000 * cpu / max(1, w.requests), 3),
+                "non_2xx": w.non_2xx + w.socket_errors,
+            }
+            print(f"  {server.name:8s} {clients:3d} clients (wrk): {rows[-1]['wrk']}", flush=True)
     return rows
 
 
@@ -132,6 +144,12 @@ def run(args) -> tuple[dict, str]:
         }
     results["ratios"] = {str(c): r for c, r in ratios.items()}
     top = max(levels)
+    with_wrk = "wrk" in by["service"][top]
+    if with_wrk:
+        for c in levels:
+            s, f = by["service"][c]["wrk"], by["floor"][c]["wrk"]
+            ratios[c]["wrk_vs_floor_rps"] = round(s["rps"] / f["rps"], 2)
+            ratios[c]["wrk_p99_vs_floor"] = round(s["p99_ms"] / f["p99_ms"], 2)
     svc_rss = memory["service"]["VmRSS"]
     goals = {
         f"service >= {GOALS['vs_floor_rps']} x floor req/s at {top}": ratios[top]["vs_floor_rps"] >= GOALS["vs_floor_rps"],
@@ -140,6 +158,9 @@ def run(args) -> tuple[dict, str]:
         f"start to ready <= {GOALS['ready_s']} s (median)": results["start_to_ready_s"]["median"] <= GOALS["ready_s"],
         f"service RSS <= {GOALS['rss_mb']} MB": svc_rss <= GOALS["rss_mb"],
     }  # fmt: skip
+    if with_wrk:
+        goals[f"service >= {GOALS['vs_floor_rps']} x floor req/s at {top} (wrk)"] = ratios[top]["wrk_vs_floor_rps"] >= GOALS["vs_floor_rps"]  # fmt: skip
+        goals[f"service p99 <= {GOALS['p99_vs_floor']} x floor p99 at {top} (wrk)"] = ratios[top]["wrk_p99_vs_floor"] <= GOALS["p99_vs_floor"]  # fmt: skip
     if args.previous_model:
         print(f"  server CPU per request against the previous model {args.previous_model}:")
         cost = compare_cpu(model, args.previous_model, body, levels, args.seconds)
@@ -169,6 +190,24 @@ def markdown(res: dict, levels, ratios) -> str:
         [[c, ratios[c]["vs_floor_rps"], ratios[c]["vs_naive_rps"], ratios[c]["p99_vs_floor"]]
          for c in levels],
     )  # fmt: skip
+    if all("wrk" in r for r in res["levels"]["service"]):
+        wrk_rows = [
+            [name, r["clients"], r["wrk"]["rps"], r["wrk"]["p50_ms"], r["wrk"]["p99_ms"],
+             r["wrk"]["server_cpu_ms_per_req"], r["wrk"]["non_2xx"]]
+            for name in ("service", "floor", "naive") for r in res["levels"][name]
+        ]  # fmt: skip
+        wrk_table = table(
+            ["app", "connections", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "non-2xx"],
+            wrk_rows,
+        )
+        wrk_ratios = table(
+            ["connections", "service/floor req/s", "service p99 / floor p99"],
+            [[c, ratios[c]["wrk_vs_floor_rps"], ratios[c]["wrk_p99_vs_floor"]] for c in levels],
+        )
+        rat += (
+            "\n\nThe same levels driven by wrk (one thread, the same body; "
+            f"{res['seconds_per_level']:.0f} s each):\n\n{wrk_table}\n\n{wrk_ratios}"
+        )
     mem = res["memory_mb"]
     other = table(
         ["figure", "value"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -11,16 +12,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from service import metrics
 from service.auth import ApiKeyAuth
 from service.core import InferenceCore
 from service.errors import ServiceError, error_body, from_validation_errors
 from service.logs import RequestContext
 from service.metrics import Metrics
-from service.metrics import router as metrics_router
 from service.middleware import BodyLimit
 from service.routes import forecast, health, hidden, models, oip, playground, stream, timeseries
 from service.runtime import Runtime
@@ -31,6 +33,14 @@ from service.streaming.registry import SessionRegistry
 from service.tokens import TokenCodec, resolve_secret
 
 log = logging.getLogger("gru_serve.app")
+
+# FastAPI releases with native OpenTelemetry check the global providers on every request;
+# the service exports its own Prometheus metrics, so that check is switched off where it exists.
+NO_TELEMETRY = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -69,15 +79,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         docs_url=None,  # served below from local assets: /docs must work without internet
         redoc_url=None,
         responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        **NO_TELEMETRY,
     )
     app.state.service = state
     state.runtime = runtime
     _install_error_handlers(app)
     _install_docs(app)
     _install_middleware(app, settings, state.metrics)
-    app.include_router(metrics_router)
-    for module in (health, models, forecast, hidden, timeseries, oip, stream, playground):
-        app.include_router(module.router)
+    # Routes go into the app's own list, hot ones first: the router tries them in order, and
+    # include_router would wrap each in a per-request inclusion context.
+    routers = (forecast, stream, hidden, timeseries, oip, health, models, metrics, playground)
+    app.router.routes[:0] = [r for module in routers for r in module.router.routes]
     return app
 
 
@@ -131,6 +143,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc.status, error_body(request.url.path, exc), exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left mid-body, or request_timeout_s cut it off (it got a 408): nobody
+        # reads this answer; 499 is what the access log and metrics record.
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -66,6 +66,11 @@ def app_state(app: Any) -> ServiceState:
     return app.state.service
 
 
+def state_of_scope(scope: Any) -> ServiceState:
+    """The state of the app serving an ASGI scope (Starlette puts the app in it)."""
+    return scope["app"].state.service
+
+
 def state_of(conn: Any) -> ServiceState:
     """The state of the app serving `conn` (a Request or a WebSocket)."""
     return conn.app.state.service

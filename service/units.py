@@ -148,12 +148,12 @@ def _all_f32(
 # (or correctly rounded) +, -, * or / once more to float32 gives exactly numpy's float32 result.
 # Anything that would leave float32's range (or is not finite) returns None: the numpy path
 # then answers as it always did (its float64 redo, or the 'too large to scale' error).
-_F32 = struct.Struct("<f")
+_F32_BYTES = struct.Struct("<f")
 
 
 def _f32(v: float) -> float:
     """v rounded to float32 (OverflowError past float32's range)."""
-    return _F32.unpack(_F32.pack(v))[0]
+    return _F32_BYTES.unpack(_F32_BYTES.pack(v))[0]
 
 
 def scale_in_one(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray | None:

@@ -5,23 +5,23 @@ solves the dependencies. A `JsonRoute` endpoint is declared the ordinary way,
 `async def endpoint(req: Model, core: CoreDep) -> Response`, so OpenAPI and /docs describe
 exactly what is validated; but its handler parses and validates the body with the model's
 own `model_validate_json` (in Rust, no intermediate Python objects) and hands the endpoint
-the ready core directly. Errors keep FastAPI's order: a body that is not JSON is a 400
+the ready core directly, as the route's own ASGI app. Errors keep FastAPI's order: a body that is not JSON is a 400
 first, then a server that is not ready a 503, then invalid input a 422.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from service.errors import InvalidInput, ServiceError, from_validation_errors
-from service.state import ServiceState, state_of
+from service.state import ServiceState, state_of_scope
 
 JSON_TYPES = ("application/json",)  # and any type ending in +json
 _BOMS = (b"\xef\xbb", b"\xff\xfe", b"\xfe\xff", b"\x00\x00")
@@ -71,16 +71,47 @@ def json_response(answer: Any) -> Response:
 
 
 class JsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    """The route's ASGI app is `_serve` below, not FastAPI's request_response wrapper: no
+    Request object, no per-request exception-handling wrapper, no dependency solving (the
+    endpoint's only dependency is the ready core). A ServiceError is answered here in the
+    REST error shape; anything else propagates to the app's 500 handler, as from any route."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
         (param,) = self.dependant.body_params  # one body model, nothing else in the body
         model = param.field_info.annotation
-        endpoint = self.endpoint
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise TypeError(f"{self.path}: the body must be one pydantic model")
+            raise TypeError(f"{path}: the body must be one pydantic model")
+        self.body_model: type[BaseModel] = model
+        self.app = self._serve
 
-        async def handle(request: Request) -> Response:
-            state = state_of(request)
-            req = decode(model, await request.body(), request.headers.get("content-type"), state)
-            return json_response(await endpoint(req, state.ready_core()))
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        state = state_of_scope(scope)
+        try:
+            content_type = _header(scope, b"content-type")
+            req = decode(self.body_model, body, content_type, state)
+            response = json_response(await self.endpoint(req, state.ready_core()))
+        except ServiceError as e:
+            response = JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+        await response(scope, receive, send)
 
-        return handle
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
