@@ -14,6 +14,7 @@ Every ServiceError subclass lives here, so this module is the one table of codes
     400     invalid_token        tokens: a resume token that does not verify
     401     unauthorized         auth
     404     not_found            unknown model or route
+    408     request_timeout      connections: head and body not in within request_timeout_s
     409     not_started          sessions: a command before `start`
     409     already_started      sessions: a second `start`
     409     no_observation       sessions: a forecast before any observation
@@ -87,6 +88,11 @@ class MalformedRequest(ServiceError):
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(ServiceError):
+    status = 408
+    code = "request_timeout"
 
 
 class NotFound(ServiceError):

@@ -26,6 +26,42 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="one structured log line per request")
     shutdown_grace_s: float = Field(10.0, gt=0, description="time in-flight work gets on SIGTERM")
 
+    # Connections and probes (service/connections.py, service/probes.py)
+    probe_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of a second listener answering only /healthz, /readyz and /metrics, "
+        "apart from the main port's clients (unset: off; 0 picks a free one)",
+    )
+    loop_stall_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds the main event loop may go without a turn before the probe "
+        "port's /healthz answers 503",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a connection may sit idle, before its first request or between "
+        "requests, before the server closes it",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a request's head and body may take to arrive, from its first "
+        "byte; a slower one gets 408 and its connection is closed",
+    )
+    ws_ping_interval_s: float = Field(
+        20.0, gt=0, description="seconds between the server's pings on an open websocket"
+    )
+    ws_ping_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="seconds a websocket may take to answer a ping; then it is closed "
+        "(a half-open connection)",
+    )
+
     # Model and runtime
     model_path: Path = Field(DEFAULT_MODEL, description="the ONNX artifact to serve")
     device: Literal["auto", "cuda", "cpu"] = "auto"
