@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +38,17 @@ ROLLOUT_CHUNK = 32  # most rollout steps a row advances per worker call
 RunFn = Callable[
     [np.ndarray, np.ndarray, np.ndarray, bool], tuple[np.ndarray, np.ndarray, np.ndarray | None]
 ]
+
+
+class RowUnits(Protocol):
+    """How rows in data units are brought into the model's units and back, a batch at a
+    time, in the worker thread (the core implements it: service/core.py `Units`). Each call
+    takes the rows' own unit objects (opaque here) and answers, per row, its result or the
+    error that row alone fails with."""
+
+    def scale(self, units: list[Any], xs: list[np.ndarray]) -> list[np.ndarray | Exception]: ...
+
+    def unscale(self, units: list[Any], paths: list[np.ndarray]) -> list[Exception | None]: ...
 
 
 @dataclass
@@ -61,6 +73,7 @@ class _Job:
     # row's last step): the original row's own result, and the rollout so far (1 + done, O).
     first: JobResult | None = None
     path: np.ndarray | None = None
+    units: Any = None  # with a RowUnits: x arrives in data units, results leave in them
 
 
 @dataclass
@@ -81,6 +94,7 @@ class Batcher:
         max_wait_s: float,
         observer: Callable[[BatchStats], None] | None = None,
         rollout_chunk: int = ROLLOUT_CHUNK,
+        units: RowUnits | None = None,
     ) -> None:
         if rollout_chunk < 1:
             raise ValueError(f"rollout_chunk must be at least 1, got {rollout_chunk}")
@@ -89,6 +103,7 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._observer = observer
+        self._units = units
         self._queue: deque[_Job] = deque()
         # While the loop waits: resolved by the first row (queue empty) or, when gathering
         # stragglers, only once the batch is full (or by the max_wait timer). No wake-up per row.
@@ -136,7 +151,12 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     def submit(
-        self, x: np.ndarray, h: np.ndarray, want_seq: bool = False, steps: int = 0
+        self,
+        x: np.ndarray,
+        h: np.ndarray,
+        want_seq: bool = False,
+        steps: int = 0,
+        units: Any = None,
     ) -> asyncio.Future:
         """Queue one row; the future resolves to a JobResult (or the run's exception).
 
@@ -148,7 +168,7 @@ class Batcher:
         if self._closed:
             fut.set_exception(BatcherStopped("the server is shutting down"))
             return fut
-        self._queue.append(_Job(x, h, want_seq, fut, steps))
+        self._queue.append(_Job(x, h, want_seq, fut, steps, units=units))
         w = self._waiter
         if w is not None and (not self._until_full or len(self._queue) >= self.max_rows):
             _resolve(w)
@@ -233,6 +253,8 @@ class Batcher:
                 continue
             if isinstance(r, JobResult):
                 j.future.set_result(r)
+            elif isinstance(r, Exception):  # this row alone failed (its units)
+                j.future.set_exception(r)
             elif self._closed:  # a rollout with steps left, but nothing runs any more
                 j.future.set_exception(BatcherStopped("the server is shutting down"))
             else:  # a rollout with steps left: back in the queue, behind what arrived meanwhile
@@ -245,11 +267,23 @@ class Batcher:
                 BatchStats(len(jobs), steps, [started - j.queued_at for j in jobs], compute)
             )
 
-    def _run_rows(self, jobs: list[_Job]) -> list[JobResult | _Job]:
+    def _run_rows(self, jobs: list[_Job]) -> list[JobResult | _Job | Exception]:
         """Worker thread: group rows of similar length (padding costs compute), run, split;
         then advance the rollouts. A rollout with steps left comes back as its continuation."""
-        out: list[JobResult | _Job | None] = [None] * len(jobs)
+        out: list[JobResult | _Job | Exception | None] = [None] * len(jobs)
         fresh = [i for i, j in enumerate(jobs) if j.first is None]  # continuations skip this
+        if self._units is not None:
+            to_scale = [i for i in fresh if jobs[i].units is not None]
+            if to_scale:
+                scaled = self._units.scale(
+                    [jobs[i].units for i in to_scale], [jobs[i].x for i in to_scale]
+                )
+                for i, z in zip(to_scale, scaled, strict=True):
+                    if isinstance(z, Exception):
+                        out[i] = z
+                    else:
+                        jobs[i].x = z
+                fresh = [i for i in fresh if out[i] is None]
         order = sorted(fresh, key=lambda i: jobs[i].x.shape[0])
         for group in _length_groups(order, [jobs[i].x.shape[0] for i in order]):
             rows = [jobs[i] for i in group]
@@ -268,15 +302,33 @@ class Batcher:
                     h=h_n[:, b].copy(),
                     h_seq=h_seq[:n, :, b].copy() if j.want_seq and h_seq is not None else None,
                 )
-        rolling = [i for i, j in enumerate(jobs) if j.steps > 0]
+        rolling = [
+            i for i, j in enumerate(jobs) if j.steps > 0 and not isinstance(out[i], Exception)
+        ]
         if rolling:
             advanced = self._rollout([jobs[i] for i in rolling], out, rolling)
             for i, r in zip(rolling, advanced, strict=True):
                 out[i] = r
+        if self._units is not None:
+            done = [
+                i
+                for i, r in enumerate(out)
+                if isinstance(r, JobResult) and jobs[i].units is not None
+            ]
+            if done:
+                paths = []
+                for i in done:
+                    r = out[i]
+                    assert isinstance(r, JobResult)
+                    paths.append(r.rollout if r.rollout is not None else r.y[-1:])
+                errors = self._units.unscale([jobs[i].units for i in done], paths)
+                for i, e in zip(done, errors, strict=True):
+                    if e is not None:
+                        out[i] = e
         return out  # type: ignore[return-value]
 
     def _rollout(
-        self, jobs: list[_Job], out: list[JobResult | _Job | None], idx: list[int]
+        self, jobs: list[_Job], out: list[JobResult | _Job | Exception | None], idx: list[int]
     ) -> list[JobResult | _Job]:
         """Worker thread: advance every rolling row of the batch together, one run per step,
         for at most `rollout_chunk` steps; rows leave the batch once their own steps are done.
@@ -335,6 +387,7 @@ class Batcher:
                         steps=int(steps[b]) - n,
                         first=first,
                         path=path,
+                        units=j.units,
                     )
                 )
         return res

@@ -20,7 +20,7 @@ from service.batching import Batcher, BatchStats, JobResult
 from service.errors import InvalidInput, Overloaded
 from service.runtime import Runtime
 from service.settings import Settings
-from service.units import _fit_scaler, _scale_in, _to_data_units, to_data_units
+from service.units import BatchUnits, Row, to_data_units
 
 
 @dataclass
@@ -82,7 +82,11 @@ class InferenceCore:
         self.meta: ArtifactMeta = runtime.meta
         self.settings = settings
         self.batcher = Batcher(
-            runtime.run, settings.max_batch_rows, settings.max_wait_us / 1e6, observer
+            runtime.run,
+            settings.max_batch_rows,
+            settings.max_wait_us / 1e6,
+            observer,
+            units=BatchUnits(runtime.meta),
         )
         self.inflight_rows = 0
         self._offsets: dict[tuple, dict[float, np.ndarray]] = {}
@@ -112,23 +116,34 @@ class InferenceCore:
         hs: Sequence[np.ndarray],
         want_seq: bool = False,
         steps: int = 0,
+        units: Sequence[Row] | None = None,
     ) -> list[JobResult]:
         """Run each x (T, F) from its h (L, H) through the batcher, concurrently; order kept.
-        `steps` > 0 also rolls each row forward (JobResult.rollout, see Batcher.submit)."""
+        `steps` > 0 also rolls each row forward (JobResult.rollout, see Batcher.submit).
+        With `units`, x is in data units and each Row receives its answer in them; a row that
+        fails raises its own error, the first in request order."""
         if len(xs) == 1:  # a stream step: skip gather's extra future
-            fut = self.batcher.submit(xs[0], hs[0], want_seq, steps)
+            fut = self.batcher.submit(xs[0], hs[0], want_seq, steps, units[0] if units else None)
             try:
                 return [await fut]
             except BaseException:
                 fut.cancel()
                 raise
-        futures = [self.batcher.submit(x, h, want_seq, steps) for x, h in zip(xs, hs, strict=True)]
+        us = units or [None] * len(xs)
+        futures = [
+            self.batcher.submit(x, h, want_seq, steps, u)
+            for x, h, u in zip(xs, hs, us, strict=True)
+        ]
         try:
-            return list(await asyncio.gather(*futures))
+            results = await asyncio.gather(*futures, return_exceptions=True)
         except BaseException:
             for f in futures:  # a cancelled request must not leave rows in the queue
                 f.cancel()
             raise
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)  # type: ignore[arg-type]
 
     def zero_state(self) -> np.ndarray:
         return np.zeros((self.meta.num_layers, self.meta.hidden_size), np.float32)
@@ -272,36 +287,27 @@ class InferenceCore:
         self.check_items(len(series), "series")
         states = states or [None] * len(series)
         fields = fields or [f"series.{i}" for i in range(len(series))]
-        with self.admit(len(series)):
-            scaled, h0s, scalers = [], [], []
-            with np.errstate(over="ignore", invalid="ignore"):
-                for x, st, f in zip(series, states, fields, strict=True):
-                    if st is not None:
-                        loc, scale = st.loc, st.scale
-                    else:
-                        loc, scale = _fit_scaler(self.meta, x, f)
-                    scaled.append(_scale_in(x, loc, scale, f))
-                    h0s.append(st.h if st is not None else self.zero_state())
-                    scalers.append((loc, scale))
-            # The history, then horizon - 1 steps feeding the prediction back, all inside the
-            # batcher's worker: one event-loop round trip per series, and the rollouts of every
-            # concurrent request still advance together step by step.
-            res = await self.run_rows(scaled, h0s, steps=horizon - 1)
-        after = [r.h for r in res]  # state after the history: what return_state gives back
-        offsets = self.quantile_offsets(levels, horizon) if levels else {}
-        per_series = [offsets] * len(series)
+        tables = [self.quantile_offsets(levels, horizon) if levels else {}] * len(series)
         if levels and frequencies is not None:
-            per_series = [self.quantile_offsets(levels, horizon, fr) for fr in frequencies]
-        out = []
-        with np.errstate(over="ignore", invalid="ignore"):
-            for r, (loc, scale), h, f, off in zip(
-                res, scalers, after, fields, per_series, strict=True
-            ):
-                mean_scaled = r.rollout if r.rollout is not None else r.y[-1:]  # (horizon, F)
-                mean, quantiles = _to_data_units(mean_scaled, off, loc, scale, f)
-                state = SeriesState(h, loc, scale)
-                out.append(Forecast(mean=mean, quantiles=quantiles, state=state))
-        return out
+            tables = [self.quantile_offsets(levels, horizon, fr) for fr in frequencies]
+        rows = [
+            Row(f, off) if st is None else Row(f, off, st.loc, st.scale)
+            for f, off, st in zip(fields, tables, states, strict=True)
+        ]
+        h0s = [self.zero_state() if st is None else st.h for st in states]
+        with self.admit(len(series)):
+            # Scaling, the history, horizon - 1 steps feeding the prediction back, and the
+            # answer in data units: all in the batcher's worker, a batch at a time (one
+            # event-loop round trip per series; concurrent rollouts advance together).
+            results = await self.run_rows(series, h0s, steps=horizon - 1, units=rows)
+        return [
+            Forecast(
+                mean=row.mean,  # type: ignore[arg-type]
+                quantiles=row.quantiles,
+                state=SeriesState(r.h, row.loc, row.scale),  # type: ignore[arg-type]
+            )
+            for r, row in zip(results, rows, strict=True)
+        ]
 
     async def fork(
         self,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 
@@ -180,3 +182,116 @@ def scale_out_one(
     if not (math.isfinite(m) and all(math.isfinite(u) for u in qs.values())):
         return None
     return np.array([[m]], np.float32), {q: np.array([[u]], np.float32) for q, u in qs.items()}
+
+
+# ---- a batch at a time: forecasts, scaled and unscaled in the batcher's worker --------------
+@dataclass
+class Row:
+    """One forecast row's units: its scaling (given by a state, else fitted on x), its
+    interval offsets per level and step, and, once run, its answer in data units."""
+
+    field: str
+    offsets: Mapping[float, np.ndarray]  # the core's cached table: rows of a request share it
+    loc: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    mean: np.ndarray | None = None  # (horizon, F)
+    quantiles: dict[float, np.ndarray] = dc_field(default_factory=dict)
+
+
+class BatchUnits:
+    """The batcher's RowUnits for forecasts: rows of one shape are fitted, scaled and brought
+    back together, with the same float32 operations as the one-row functions above (so the
+    same bits); a row whose values leave float32 takes the one-row path, which redoes it in
+    float64 or refuses it with its own field."""
+
+    def __init__(self, meta: ArtifactMeta) -> None:
+        self.meta = meta
+
+    def scale(self, rows: list[Row], xs: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        out: list[np.ndarray | Exception | None] = [None] * len(rows)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for idx in _groups([(x.shape, rows[i].loc is None) for i, x in enumerate(xs)]):
+                x = np.stack([xs[i] for i in idx])  # (B, T, F)
+                if rows[idx[0]].loc is None:
+                    loc, scale = _fit_stacked(x, self.meta.scaler.min_scale)
+                else:
+                    loc = np.stack([rows[i].loc for i in idx])  # type: ignore[misc]
+                    scale = np.stack([rows[i].scale for i in idx])  # type: ignore[misc]
+                z = (x - loc[:, None]) / scale[:, None]
+                ok = np.isfinite(z).all(axis=(1, 2)) & np.isfinite(loc).all(axis=1)
+                for b, i in enumerate(idx):
+                    if ok[b] and np.isfinite(scale[b]).all():
+                        rows[i].loc, rows[i].scale, out[i] = loc[b], scale[b], z[b]
+                    else:
+                        out[i] = self._one(rows[i], xs[i])
+        return out  # type: ignore[return-value]
+
+    def _one(self, row: Row, x: np.ndarray) -> np.ndarray | Exception:
+        try:
+            if row.loc is None:
+                row.loc, row.scale = _fit_scaler(self.meta, x, row.field)
+            return _scale_in(x, row.loc, row.scale, row.field)  # type: ignore[arg-type]
+        except InvalidInput as e:
+            return e
+
+    def unscale(self, rows: list[Row], paths: list[np.ndarray]) -> list[Exception | None]:
+        out: list[Exception | None] = [None] * len(rows)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for idx in _groups([(p.shape, id(rows[i].offsets)) for i, p in enumerate(paths)]):
+                levels = list(rows[idx[0]].offsets)
+                y = np.stack([paths[i] for i in idx])  # (B, horizon, F)
+                loc = np.stack([rows[i].loc for i in idx])[:, None]  # type: ignore[misc]
+                scale = np.stack([rows[i].scale for i in idx])[:, None]  # type: ignore[misc]
+                if not (y.dtype == loc.dtype == scale.dtype == _F32):
+                    for i in idx:
+                        out[i] = self._one_back(rows[i], paths[i])
+                    continue
+                v = np.empty((1 + len(levels), *y.shape), np.float32)
+                v[0] = y
+                for k, q in enumerate(levels, 1):
+                    np.add(y, rows[idx[0]].offsets[q][None, :, None], out=v[k])
+                np.multiply(v, scale, out=v)
+                np.add(v, loc, out=v)
+                ok = np.isfinite(v).all(axis=(0, 2, 3))
+                for b, i in enumerate(idx):
+                    if ok[b]:
+                        rows[i].mean = v[0, b]
+                        rows[i].quantiles = {q: v[k, b] for k, q in enumerate(levels, 1)}
+                    else:
+                        out[i] = InvalidInput(TOO_LARGE, rows[i].field)
+        return out
+
+    def _one_back(self, row: Row, path: np.ndarray) -> Exception | None:
+        try:
+            row.mean, row.quantiles = _to_data_units(
+                path,
+                row.offsets,
+                row.loc,
+                row.scale,
+                row.field,  # type: ignore[arg-type]
+            )
+        except InvalidInput as e:
+            return e
+        return None
+
+
+def _fit_stacked(x: np.ndarray, min_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scaler.fit of each (T, F) row of x (B, T, F), in float32: the reductions of
+    export.contract's one-row fit along axis 1 (numpy sums each row in the same order)."""
+    n = np.intp(x.shape[1])
+    loc = np.add.reduce(x, axis=1)
+    np.true_divide(loc, n, out=loc, casting="unsafe")
+    dev = np.subtract(x, loc[:, None])
+    np.square(dev, out=dev)
+    var = np.add.reduce(dev, axis=1)
+    np.true_divide(var, n, out=var, casting="unsafe")
+    np.sqrt(var, out=var)
+    return loc, np.maximum(var, min_scale).astype(np.float32)
+
+
+def _groups(keys: list) -> list[list[int]]:
+    """Indices grouped by equal key, in first-seen order."""
+    groups: dict = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    return list(groups.values())
