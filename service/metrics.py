@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 from service.batching import BatchStats
+from service.routes.documented import REST_READ
 from service.state import state_of
 
 _LATENCY_BUCKETS = (
@@ -170,7 +171,7 @@ class Metrics:
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=REST_READ)
 async def get_metrics(request: Request) -> Response:
     """Prometheus metrics in the text exposition format."""
     return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

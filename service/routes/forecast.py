@@ -9,9 +9,9 @@ from pydantic_core import to_json
 from service.core import Forecast, InferenceCore, SeriesState
 from service.deps import CoreDep
 from service.errors import InvalidInput
+from service.routes.documented import REST_BODY
 from service.routes.json_route import JsonRoute
 from service.schemas import (
-    ErrorResponse,
     ForecastRequest,
     ForecastResponse,
     ForecastState,
@@ -21,11 +21,7 @@ from service.translate import quantile_key, series_out, to_array
 router = APIRouter(prefix="/v1", tags=["forecast"], route_class=JsonRoute)
 
 
-@router.post(
-    "/forecast",
-    response_model=ForecastResponse,
-    responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
-)
+@router.post("/forecast", response_model=ForecastResponse, responses=REST_BODY)
 async def create_forecast(req: ForecastRequest, core: CoreDep) -> Response:
     """Forecast `horizon` steps after each series, with optional quantiles and states."""
     return Response(await forecast_json(req, core), media_type="application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import CoreDep
+from service.routes.documented import REST_BODY
 from service.routes.json_route import JsonRoute
 from service.schemas import HiddenOutput, HiddenRequest, HiddenResponse
 from service.translate import to_array
@@ -12,7 +13,7 @@ from service.translate import to_array
 router = APIRouter(prefix="/v1", tags=["hidden"], route_class=JsonRoute)
 
 
-@router.post("/hidden", response_model=HiddenResponse)
+@router.post("/hidden", response_model=HiddenResponse, responses=REST_BODY)
 async def create_hidden(req: HiddenRequest, core: CoreDep) -> HiddenResponse:
     """Run each item's steps from its state (zeros when absent); model units, no scaling."""
     core.check_items(len(req.inputs), "inputs", "items")

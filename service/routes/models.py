@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.routes.documented import REST_READ
 from service.schemas import ModelInfo, ModelsResponse
 from service.state import state_of
 
@@ -33,7 +34,7 @@ def model_info(request: Request) -> ModelInfo:
     )
 
 
-@router.get("/models", response_model=ModelsResponse)
+@router.get("/models", response_model=ModelsResponse, responses=REST_READ)
 async def list_models(request: Request) -> ModelsResponse:
     """The served model: name, version, variant, sizes, quantile levels, context length,
     horizon, known frequencies, provider and training metrics."""

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 
 from service import oip
 from service.errors import InvalidInput, NotFound, NotReady, ServiceError
+from service.routes.documented import OIP_INFER, OIP_MODEL, OIP_READ, OIP_READY
 from service.state import state_of
 
 
@@ -41,12 +42,6 @@ class OipRoute(APIRoute):
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
 
-_ERRORS = {
-    400: {"model": oip.OipErrorBody, "description": "bad request"},
-    404: {"model": oip.OipErrorBody, "description": "unknown model or version"},
-    503: {"model": oip.OipErrorBody, "description": "not ready or overloaded"},
-}
-
 
 def _runtime(request: Request, name: str, version: str | None):
     """The runtime serving `name` (and `version`, when given); NotFound or NotReady otherwise."""
@@ -62,7 +57,7 @@ def _runtime(request: Request, name: str, version: str | None):
     return rt
 
 
-@router.get("", response_model=oip.ServerMetadata)
+@router.get("", response_model=oip.ServerMetadata, responses=OIP_READ)
 async def get_server_metadata(request: Request) -> oip.ServerMetadata:
     """Server metadata: name, version and supported protocol extensions."""
     return oip.ServerMetadata(
@@ -102,39 +97,93 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> J
     return JSONResponse(body.model_dump())
 
 
-@router.get("/models/{name}/ready", response_model=oip.ModelReady, responses=_ERRORS)
+@router.get("/models/{name}/ready", response_model=oip.ModelReady, responses=OIP_READY)
 async def get_model_ready(request: Request, name: str) -> JSONResponse:
     """Model ready (200) or still warming up (503)."""
     return await _model_ready(request, name, None)
 
 
 @router.get(
-    "/models/{name}/versions/{version}/ready", response_model=oip.ModelReady, responses=_ERRORS
+    "/models/{name}/versions/{version}/ready", response_model=oip.ModelReady, responses=OIP_READY
 )
 async def get_model_version_ready(request: Request, name: str, version: str) -> JSONResponse:
     """Model version ready (200) or still warming up (503)."""
     return await _model_ready(request, name, version)
 
 
-@router.get("/models/{name}", response_model=oip.ModelMetadata, responses=_ERRORS)
+@router.get("/models/{name}", response_model=oip.ModelMetadata, responses=OIP_MODEL)
 async def get_model_metadata(request: Request, name: str) -> JSONResponse:
     """Model metadata: versions, platform and the batch-first input and output tensors."""
     return await _model_metadata(request, name, None)
 
 
 @router.get(
-    "/models/{name}/versions/{version}", response_model=oip.ModelMetadata, responses=_ERRORS
+    "/models/{name}/versions/{version}", response_model=oip.ModelMetadata, responses=OIP_MODEL
 )
 async def get_model_version_metadata(request: Request, name: str, version: str) -> JSONResponse:
     """Model version metadata."""
     return await _model_metadata(request, name, version)
 
 
+_PARAMETERS = {"type": "object", "additionalProperties": True}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "description": "x, h0 or seq_lens"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "description": "FP32 (x, h0) or INT32 (seq_lens)"},
+        "parameters": _PARAMETERS,
+        "data": {"type": "array", "description": "values, flat or nested in row-major order"},
+    },
+}
+_INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": _PARAMETERS,
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
+            },
+        },
+    },
+}
+_INFER_RESPONSE = {
+    "type": "object",
+    "required": ["model_name", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _TENSOR},
+    },
+}
+_BINARY = {
+    "type": "string",
+    "format": "binary",
+    "description": "binary tensor data extension: JSON header of "
+    "Inference-Header-Content-Length bytes, then the raw tensors",
+}
 _INFER_DOC = {
+    "responses": {
+        "200": {
+            "content": {
+                "application/json": {"schema": _INFER_RESPONSE},
+                "application/octet-stream": {"schema": _BINARY},
+            }
+        }
+    },
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
+                "schema": _INFER_REQUEST,
                 "example": {
                     "id": "42",
                     "inputs": [
@@ -146,28 +195,23 @@ _INFER_DOC = {
                         }
                     ],
                     "outputs": [{"name": "y"}, {"name": "h_n"}],
-                }
+                },
             },
-            "application/octet-stream": {
-                "schema": {
-                    "type": "string",
-                    "format": "binary",
-                    "description": "binary tensor data extension: JSON header of "
-                    "Inference-Header-Content-Length bytes, then the raw tensors",
-                }
-            },
+            "application/octet-stream": {"schema": _BINARY},
         },
-    }
+    },
 }
 
 
-@router.post("/models/{name}/infer", responses=_ERRORS, openapi_extra=_INFER_DOC)
+@router.post("/models/{name}/infer", responses=OIP_INFER, openapi_extra=_INFER_DOC)
 async def create_inference(request: Request, name: str) -> Response:
     """Inference: x [B, T, F] FP32 (+ h0 [B, L, H], seq_lens [B]) -> y [B, T, O], h_n [B, L, H]."""
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", responses=_ERRORS, openapi_extra=_INFER_DOC)
+@router.post(
+    "/models/{name}/versions/{version}/infer", responses=OIP_INFER, openapi_extra=_INFER_DOC
+)
 async def create_version_inference(request: Request, name: str, version: str) -> Response:
     """Inference on a named version (the served one)."""
     return await _infer(request, name, version)

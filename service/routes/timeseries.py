@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from service.deps import CoreDep
 from service.errors import InvalidInput
+from service.routes.documented import REST_BODY
 from service.routes.json_route import JsonRoute
 from service.schemas import (
     TimeSeriesForecast,
@@ -50,7 +51,7 @@ def add_steps(start: datetime, frequency: str, steps: int) -> datetime:
     return start.replace(year=year, month=month, day=day)
 
 
-@router.post("/forecast", response_model=TimeSeriesResponse)
+@router.post("/forecast", response_model=TimeSeriesResponse, responses=REST_BODY)
 async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> TimeSeriesResponse:
     """Forecast each named series; `frequency` and `start_timestamp` give the forecast's start,
     and Y, Q and M (year, quarter, month) also pick the quantiles calibrated for yearly,
