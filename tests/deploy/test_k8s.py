@@ -74,21 +74,34 @@ def test_kustomization_lists_existing_files():
     assert "secret.example.yaml" not in kustomization["resources"]
 
 
-def test_probes_hit_healthz_and_readyz_on_the_served_port(manifests: dict[str, list[dict]]):
+def test_probes_hit_healthz_and_readyz_on_the_probe_port(manifests: dict[str, list[dict]]):
+    """Probes go to the probe listener (GRU_SERVE_PROBE_PORT), which answers apart from the
+    clients on the served port; the served port stays the settings' default."""
     for doc in workloads(manifests):
         (container,) = pod_containers(doc)
         name = doc["metadata"]["name"]
+        env = literal_env(container)
+        assert env["GRU_SERVE_PORT"] == str(SETTINGS_PORT), name
+        probe_port = int(env["GRU_SERVE_PROBE_PORT"])
+        assert probe_port != SETTINGS_PORT, name
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         if "startupProbe" in container:
             assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
         ports = [p["containerPort"] for p in container["ports"]]
-        assert ports == [SETTINGS_PORT], name
+        assert ports[0] == SETTINGS_PORT and set(ports) <= {SETTINGS_PORT, probe_port}, name
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if probe in container:
                 port = container[probe]["httpGet"]["port"]
-                assert resolve_port(container, port) == SETTINGS_PORT, (name, probe)
-        assert literal_env(container)["GRU_SERVE_PORT"] == str(SETTINGS_PORT), name
+                assert resolve_port(container, port) == probe_port, (name, probe)
+
+
+def test_metrics_are_scraped_from_the_probe_port(manifests: dict[str, list[dict]]):
+    for doc in docs(manifests, "Deployment"):
+        (container,) = pod_containers(doc)
+        annotations = doc["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert annotations["prometheus.io/port"] == literal_env(container)["GRU_SERVE_PROBE_PORT"]
 
 
 def test_workloads_set_resources(manifests: dict[str, list[dict]]):
