@@ -1,8 +1,8 @@
 """Signed resume tokens: a stream's whole state, carried by the client.
 
 A GRU state is only layers x hidden floats, so a session can travel with the client and
-continue on any replica that holds the same model and secret (DESIGN.md section 4): no
-sticky routing, no shared store.
+continue on any replica that holds the same model and secret (docs/design.md, "State,
+streams and tokens"): no sticky routing, no shared store.
 
 Layout (then base64url without padding):
 

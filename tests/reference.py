@@ -1,4 +1,5 @@
-"""An independent plain-NumPy GRU forecaster, written from the formulas of DESIGN.md section 1.
+"""An independent plain-NumPy GRU forecaster, written from the formulas of docs/design.md
+("The GRU, two variants").
 
 It shares no code with model/ or export/ on purpose: it is the third witness in the parity
 tests (PyTorch == onnxruntime == this). It works in float64 so its own rounding is far below

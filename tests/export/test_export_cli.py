@@ -161,7 +161,7 @@ def test_export_rejects_a_directory_as_out(tmp_path, capsys):
 
 
 def test_export_refuses_to_write_when_parity_fails(tmp_path, capsys, monkeypatch):
-    """The bug DESIGN.md warns about (an exporter emitting the other variant): the parity
+    """The bug docs/design.md warns about (an exporter emitting the other variant): the parity
     gate must catch it and leave nothing behind."""
     from export import graph
 

@@ -1,4 +1,4 @@
-"""PyTorch module == onnxruntime (CPU EP) == plain NumPy of the DESIGN.md formulas."""
+"""PyTorch module == onnxruntime (CPU EP) == plain NumPy of the docs/design.md formulas."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_dynamic_time_and_batch_axes(pair):
 
 def test_reference_catches_the_wrong_variant():
     """The NumPy twin is a real witness: read with the other variant's formulas, the same
-    weights give clearly different outputs (the bug DESIGN.md section 2 warns about)."""
+    weights give clearly different outputs (the bug docs/design.md warns about)."""
     model = torch_model("cho2014")
     other = torch_model("cudnn")
     other.load_state_dict(model.state_dict())

@@ -1,4 +1,4 @@
-"""The GRU cell computes DESIGN.md section 1 exactly, in both variants."""
+"""The GRU cell computes the formulas of docs/design.md exactly, in both variants."""
 
 from __future__ import annotations
 
