@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -117,12 +118,23 @@ class Batcher:
         # see them resolved itself.
         self._inflight: asyncio.Future | None = None
         self.crashed: BaseException | None = None  # why the loop died, if it did
+        # The pace of runs while busy (EWMA of start-to-start seconds): what a new row waits.
+        self._cycle_s = 0.0
+        self._last_start: float | None = None
         self.runs = 0
         self.rows = 0
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def expected_wait_s(self, rows: int = 1) -> float:
+        """How long `rows` more rows would wait before their first run, at the recent pace:
+        the runs needed to reach them (max_rows rows each, the one in flight included)."""
+        ahead = len(self._queue) + (self.max_rows if self._inflight is not None else 0)
+        if ahead == 0:
+            return 0.0
+        return math.ceil((ahead + rows) / self.max_rows) * self._cycle_s
 
     @property
     def alive(self) -> bool:
@@ -195,7 +207,8 @@ class Batcher:
     async def _loop(self) -> None:
         try:
             while True:
-                if not self._queue:
+                busy = bool(self._queue)
+                if not busy:
                     await self._wait(until_full=False)
                 # Give stragglers a moment, but only up to max_wait after the first arrival.
                 # A rollout's continuation does not wait: its row was gathered once already.
@@ -206,6 +219,7 @@ class Batcher:
                 jobs = [self._queue.popleft() for _ in range(min(self.max_rows, len(self._queue)))]
                 jobs = [j for j in jobs if not j.future.done()]  # caller gave up (cancelled)
                 if jobs:
+                    self._pace(busy)
                     await self._execute(jobs)
         except asyncio.CancelledError:
             raise
@@ -215,6 +229,13 @@ class Batcher:
             self._closed = True
             self._fail_pending(BatcherStopped(f"batcher crashed: {e!r}"))
             raise
+
+    def _pace(self, busy: bool) -> None:
+        now = time.perf_counter()
+        if busy and self._last_start is not None:  # back to back: a cycle of the busy pace
+            cycle = now - self._last_start
+            self._cycle_s = cycle if self._cycle_s == 0 else 0.8 * self._cycle_s + 0.2 * cycle
+        self._last_start = now
 
     async def _execute(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()

@@ -100,9 +100,20 @@ class InferenceCore:
     # ---- admission ---------------------------------------------------------------------------
     @contextmanager
     def admit(self, rows: int):
-        """Bound the rows of admitted requests: over the limit a request is refused at once (503)."""
+        """Bound the rows of admitted requests and their wait: a request over the queue's row
+        limit, or one the queue would hold past `queue_deadline_ms`, is refused at once (503)."""
         if self.inflight_rows + rows > self.settings.max_queue_rows:
             raise Overloaded()
+        deadline = self.settings.queue_deadline_ms / 1000
+        if deadline > 0:
+            wait = self.batcher.expected_wait_s(rows)
+            if wait > deadline:
+                raise Overloaded(
+                    f"the server is at capacity: this request would wait about "
+                    f"{wait * 1000:.0f} ms in the queue, over its {deadline * 1000:.0f} ms "
+                    "deadline; retry shortly",
+                    retry_after_s=max(1, math.ceil(wait)),
+                )
         self.inflight_rows += rows
         try:
             yield

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(256, ge=1, description="rows per onnxruntime run")
     max_wait_us: int = Field(500, ge=0, description="how long a batch waits for more rows")
     max_queue_rows: int = Field(4096, ge=1, description="queued rows before new requests get 503")
+    queue_deadline_ms: float = Field(
+        250,
+        ge=0,
+        description="refuse a request at once (503) when the queue would hold it longer than "
+        "this, judged by the recent pace of onnxruntime runs (0: off)",
+    )
 
     # Input limits
     max_series_length: int = Field(4096, ge=1, description="observations per series or item")

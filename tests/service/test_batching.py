@@ -652,3 +652,64 @@ def test_batcher_crash_makes_the_server_not_ready_and_requests_503(make_client):
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert r.json()["error"]["code"] == "not_ready"
     assert "batcher crashed" in r.json()["error"]["message"]
+
+
+# ---- shedding by deadline ---------------------------------------------------------------------
+def test_expected_wait_follows_the_queue_at_the_busy_pace():
+    gate = threading.Semaphore(0)
+
+    class GatedRun(FakeRun):
+        def __call__(self, x, h0, lens, want_seq):
+            assert gate.acquire(timeout=GUARD_S)
+            return super().__call__(x, h0, lens, want_seq)
+
+    async def main():
+        b = await started(GatedRun(), max_rows=2, max_wait_s=0.0)
+        idle = b.expected_wait_s()
+        futures = [b.submit(*job(float(i))) for i in range(8)]
+        for _ in range(3):  # three runs back to back, each released after 20 ms
+            await asyncio.sleep(0.02)
+            gate.release()
+        while b.runs < 3:
+            await asyncio.sleep(0.005)
+        cycle = b._cycle_s
+        queued = b.queued
+        in_flight = b._inflight is not None
+        wait = b.expected_wait_s(1)
+        for _ in range(8):
+            gate.release()
+        await asyncio.gather(*futures)
+        await b.stop()
+        return idle, cycle, queued, in_flight, wait
+
+    idle, cycle, queued, in_flight, wait = run(main())
+    assert idle == 0.0  # an idle batcher: a new row runs at once
+    assert cycle > 0.015  # runs started about 20 ms apart
+    ahead = queued + (2 if in_flight else 0)
+    assert wait == pytest.approx(-(-(ahead + 1) // 2) * cycle)
+
+
+def test_admission_refuses_at_once_past_the_queue_deadline(make_settings):
+    rt = Runtime(make_settings())
+    core = InferenceCore(rt, make_settings(queue_deadline_ms=50))
+
+    async def main():
+        await core.start()
+        core.batcher._cycle_s = 0.04  # runs 40 ms apart ...
+        for _ in range(5):  # ... and 5 rows queued: 3 runs (1 row per run) ahead of a new row
+            core.batcher._queue.append(object())  # type: ignore[arg-type]
+        core.batcher.max_rows = 2
+        try:
+            with pytest.raises(Overloaded) as refused, core.admit(1):
+                pass
+            core.batcher._queue.clear()
+            with core.admit(1):  # the queue drained: admitted
+                admitted = True
+        finally:
+            await core.stop()
+        return refused.value, admitted
+
+    err, admitted = run(main())
+    assert admitted
+    assert err.status == 503 and err.headers == {"Retry-After": "1"}
+    assert "120 ms" in err.message and "50 ms deadline" in err.message
