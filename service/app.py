@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +38,7 @@ log = logging.getLogger("gru_serve.app")
 
 # FastAPI releases with native OpenTelemetry check the global providers on every request;
 # the service exports its own Prometheus metrics, so that check is switched off where it exists.
-NO_TELEMETRY = (
+NO_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters
     else {}
@@ -135,7 +137,7 @@ async def _warm_up(state: ServiceState, rt: Runtime) -> None:
     log.info("warm-up done in %.0f ms; ready", seconds * 1000)
 
 
-def _error(status: int, body: dict, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, body: dict, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -339,9 +339,9 @@ class Batcher:
             if done:
                 paths = []
                 for i in done:
-                    r = out[i]
-                    assert isinstance(r, JobResult)
-                    paths.append(r.rollout if r.rollout is not None else r.y[-1:])
+                    res = out[i]
+                    assert isinstance(res, JobResult)
+                    paths.append(res.rollout if res.rollout is not None else res.y[-1:])
                 errors = self._units.unscale([jobs[i].units for i in done], paths)
                 for i, e in zip(done, errors, strict=True):
                     if e is not None:

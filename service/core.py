@@ -140,7 +140,7 @@ class InferenceCore:
             except BaseException:
                 fut.cancel()
                 raise
-        us = units or [None] * len(xs)
+        us: Sequence[Row | None] = units or [None] * len(xs)
         futures = [
             self.batcher.submit(x, h, want_seq, steps, u)
             for x, h, u in zip(xs, hs, us, strict=True)

@@ -29,6 +29,9 @@ Every ServiceError subclass lives here, so this module is the one table of codes
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 OIP_PREFIX = "/v2"
 
 
@@ -44,7 +47,7 @@ def error_body(path: str, err: ServiceError) -> dict:
     return {"error": err.message} if is_oip(path) else err.body()
 
 
-def from_validation_errors(errors: list[dict]) -> ServiceError:
+def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ServiceError:
     """pydantic's validation errors (of a body) -> the first one as MalformedRequest (not
     JSON at all) or InvalidInput (the message and the field's dotted path)."""
     first = errors[0] if errors else {"msg": "invalid request", "loc": (), "type": ""}

@@ -92,7 +92,9 @@ class ProbeServer:
         )
         self._thread.start()
         started.wait(5)
-        log.info("probe listener on http://%s:%d (/healthz, /readyz, /metrics)", self.host, self.port)
+        log.info(
+            "probe listener on http://%s:%d (/healthz, /readyz, /metrics)", self.host, self.port
+        )
         return self.port
 
     def _run(self, started: threading.Event) -> None:
@@ -137,7 +139,9 @@ class ProbeServer:
         path = target.split("?", 1)[0]
         extra = ""
         if path not in ("/healthz", "/readyz", "/metrics"):
-            status, ctype, body = _json(404, {"error": {"code": "not_found", "message": "Not Found"}})
+            status, ctype, body = _json(
+                404, {"error": {"code": "not_found", "message": "Not Found"}}
+            )
         elif method not in ("GET", "HEAD"):
             status, ctype, body = _json(405, {"error": {"code": "method_not_allowed",
                                                         "message": "Method Not Allowed"}})  # fmt: skip
@@ -180,4 +184,3 @@ def _headers(lines: list[str]) -> list[tuple[bytes, bytes]]:
 
 async def _no_app(scope, receive, send) -> None:  # ApiKeyAuth is used here for its key check only
     raise RuntimeError("not an ASGI app")
-

@@ -252,7 +252,7 @@ class BatchUnits:
                     np.add(y, rows[idx[0]].offsets[q][None, :, None], out=v[k])
                 np.multiply(v, scale, out=v)
                 np.add(v, loc, out=v)
-                ok = np.isfinite(v).all(axis=(0, 2, 3))
+                ok = np.asarray(np.isfinite(v).all(axis=(0, 2, 3)))  # (B,), typed as an array
                 for b, i in enumerate(idx):
                     if ok[b]:
                         rows[i].mean = v[0, b]
@@ -263,12 +263,9 @@ class BatchUnits:
 
     def _one_back(self, row: Row, path: np.ndarray) -> Exception | None:
         try:
+            assert row.loc is not None and row.scale is not None  # set when the row was scaled
             row.mean, row.quantiles = _to_data_units(
-                path,
-                row.offsets,
-                row.loc,
-                row.scale,
-                row.field,  # type: ignore[arg-type]
+                path, row.offsets, row.loc, row.scale, row.field
             )
         except InvalidInput as e:
             return e
