@@ -22,9 +22,13 @@ class Settings(BaseSettings):
     # Network and process
     host: str = Field("127.0.0.1", description="interface to bind")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="lowest level of the JSON log lines on stderr"
+    )
     access_log: bool = Field(True, description="one structured log line per request")
-    shutdown_grace_s: float = Field(10.0, gt=0, description="time in-flight work gets on SIGTERM")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="seconds in-flight work gets to finish after SIGTERM"
+    )
 
     # Connections and probes (service/connections.py, service/probes.py)
     probe_port: int | None = Field(
@@ -64,7 +68,9 @@ class Settings(BaseSettings):
 
     # Model and runtime
     model_path: Path = Field(DEFAULT_MODEL, description="the ONNX artifact to serve")
-    device: Literal["auto", "cuda", "cpu"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="where the model runs; auto: CUDA when a session can use it, else CPU"
+    )
     intra_op_threads: int = Field(
         1, ge=0, description="onnxruntime intra-op threads (0 = ORT default)"
     )
@@ -72,11 +78,15 @@ class Settings(BaseSettings):
         1, ge=0, description="onnxruntime inter-op threads (0 = ORT default)"
     )
     allow_spinning: bool = Field(False, description="let ORT threads spin between runs")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level"
+    )
 
     # Dynamic batching
     max_batch_rows: int = Field(256, ge=1, description="rows per onnxruntime run")
-    max_wait_us: int = Field(500, ge=0, description="how long a batch waits for more rows")
+    max_wait_us: int = Field(
+        500, ge=0, description="microseconds an idle batcher waits for more rows (0: never)"
+    )
     max_queue_rows: int = Field(4096, ge=1, description="queued rows before new requests get 503")
     queue_deadline_ms: float = Field(
         250,
@@ -87,7 +97,7 @@ class Settings(BaseSettings):
 
     # Input limits
     max_series_length: int = Field(4096, ge=1, description="observations per series or item")
-    max_horizon: int = Field(512, ge=1)
+    max_horizon: int = Field(512, ge=1, description="forecast steps per request or stream fork")
     max_items: int = Field(256, ge=1, description="series or items per request")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="request body limit (413)")
     max_quantiles: int = Field(
@@ -101,18 +111,30 @@ class Settings(BaseSettings):
 
     # Streaming
     token_secret: SecretStr | None = Field(None, description="HMAC key for resume tokens")
-    max_sessions: int = Field(1024, ge=1)
-    session_idle_timeout_s: float = Field(300.0, gt=0)
-    max_steps_per_message: int = Field(256, ge=1)
-    max_queued_steps: int = Field(1024, ge=1, description="per session, before backpressure")
-    max_message_bytes: int = Field(1024 * 1024, ge=256)
+    max_sessions: int = Field(
+        1024, ge=1, description="open stream sessions; more are closed with 1013"
+    )
+    session_idle_timeout_s: float = Field(
+        300.0, gt=0, description="seconds a silent stream is kept; then its token and a close"
+    )
+    max_steps_per_message: int = Field(
+        256, ge=1, description="observations in one stream step message"
+    )
+    max_queued_steps: int = Field(
+        1024, ge=1, description="steps a stream may have waiting; then its socket is not read"
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024, ge=256, description="size of one stream message; larger ones close 1009"
+    )
     max_stream_errors: int = Field(
         10, ge=1, description="consecutive bad messages before a stream is closed (1008)"
     )
 
     # Operations
-    api_keys: str = Field("", description="comma-separated; auth is off when empty")
-    cors_origins: str = Field("", description="comma-separated allowed origins; none by default")
+    api_keys: str = Field("", description="API keys, comma-separated (empty: auth off)")
+    cors_origins: str = Field(
+        "", description="origins a browser may call from, comma-separated (empty: no CORS)"
+    )
 
     @field_validator("api_keys", "cors_origins")
     @classmethod
