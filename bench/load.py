@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,7 +21,8 @@ class LoadResult:
     ok: int
     errors: int
     statuses: dict[int, int]
-    latencies_s: np.ndarray
+    latencies_s: np.ndarray  # of the 200 answers
+    refused_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the 503 answers
 
     @property
     def rps(self) -> float:
@@ -86,7 +87,8 @@ async def _run(port, request, clients, warmup_s, seconds) -> LoadResult:
     )
     lat = np.array([lat for status, lat in records if status == 200])
     errors = sum(1 for status, _ in records if status != 200)
-    return LoadResult(clients, seconds, len(lat), errors, statuses, lat)
+    refused = np.array([lat for status, lat in records if status == 503])
+    return LoadResult(clients, seconds, len(lat), errors, statuses, lat, refused)
 
 
 def run_load(

@@ -104,21 +104,26 @@ class InferenceCore:
         limit, or one the queue would hold past `queue_deadline_ms`, is refused at once (503)."""
         if self.inflight_rows + rows > self.settings.max_queue_rows:
             raise Overloaded()
-        deadline = self.settings.queue_deadline_ms / 1000
-        if deadline > 0:
-            wait = self.batcher.expected_wait_s(rows)
-            if wait > deadline:
-                raise Overloaded(
-                    f"the server is at capacity: this request would wait about "
-                    f"{wait * 1000:.0f} ms in the queue, over its {deadline * 1000:.0f} ms "
-                    "deadline; retry shortly",
-                    retry_after_s=max(1, math.ceil(wait)),
-                )
+        self.check_deadline(0.0, rows)
         self.inflight_rows += rows
         try:
             yield
         finally:
             self.inflight_rows -= rows
+
+    def check_deadline(self, waited_s: float = 0.0, rows: int = 1) -> None:
+        """Overloaded (503) when a request that has already waited `waited_s` (in the event
+        loop, before it got here) would still wait in the queue past `queue_deadline_ms`."""
+        deadline = self.settings.queue_deadline_ms / 1000
+        if deadline <= 0:
+            return
+        wait = waited_s + self.batcher.expected_wait_s(rows)
+        if wait > deadline:
+            raise Overloaded(
+                f"the server is at capacity: this request would wait about {wait * 1000:.0f} "
+                f"ms, over its {deadline * 1000:.0f} ms deadline; retry shortly",
+                retry_after_s=max(1, math.ceil(wait)),
+            )
 
     # ---- the building block ------------------------------------------------------------------
     async def run_rows(

@@ -116,8 +116,8 @@ class RequestContext:
                 break
         rid = rid or os.urandom(16).hex()
         token = request_id.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
+        scope.setdefault("state", {}).update(request_id=rid, started_at=started)
         status = 500
         header = (REQUEST_ID_HEADER, rid.encode())
 

@@ -12,6 +12,7 @@ first, then a server that is not ready a 503, then invalid input a 422.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,10 @@ class JsonRoute(APIRoute):
             return
         state = state_of_scope(scope)
         try:
+            started = scope.get("state", {}).get("started_at")
+            if state.core is not None and started is not None:
+                # time spent queued in the event loop counts against the queue deadline
+                state.core.check_deadline(time.perf_counter() - started)
             content_type = _header(scope, b"content-type")
             req = decode(self.body_model, body, content_type, state)
             response = json_response(await self.endpoint(req, state.ready_core()))

@@ -1,0 +1,160 @@
+"""Overload section: the service far past its capacity.
+
+REST: the capacity is measured first (closed loop, `--levels`' highest count of clients);
+then ten times as many clients hammer the same endpoint, and the answers are split by
+status: how fast refusals (503, shedding by deadline or by queue size) come back, what the
+accepted requests' p99 becomes against the normal figure, how the memory moves, and how long
+after the load stops a request is served at its normal latency again.
+
+Streams: ten times the session limit connect at once; how many get a session, and how fast
+the others are told to come back (close 1013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import numpy as np
+
+from bench import procs
+from bench.load import run_load
+from bench.rest import PATH, request_body
+from bench.results import table
+from bench.stream import Closed, WsClient, client_frame
+
+GOALS = {"refusal_p99_ms": 50.0, "accepted_p99_vs_normal": 3.0, "recovery_s": 1.0}
+SESSION_LIMIT = 32
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(values, q) * 1000), 2) if len(values) else float("nan")
+
+
+def _recovery_s(port: int, body: bytes, normal_p50_ms: float, bound_s: float = 10.0) -> float:
+    """Seconds until a lone request is answered 200 within twice the normal p50."""
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        while time.perf_counter() - t0 < bound_s:
+            t = time.perf_counter()
+            r = c.post(PATH, content=body, headers={"content-type": "application/json"})
+            if r.status_code == 200 and (time.perf_counter() - t) * 1000 <= 2 * normal_p50_ms:
+                return round(time.perf_counter() - t0, 3)
+            time.sleep(0.02)
+    return float("inf")
+
+
+async def _sessions(port: int, n: int) -> dict:
+    """n sessions connect at once and start; (accepted, refused 1013, refusal latencies)."""
+    start = json.dumps({"type": "start", "history": [1.0, 2.0, 3.0]}).encode()
+
+    async def one():
+        t0 = time.perf_counter()
+        ws = await WsClient.connect(port, "/v1/stream")
+        try:
+            ws.writer.write(client_frame(start))
+            msg = json.loads(await ws.recv())
+            return "ready" if msg.get("type") == "ready" else msg.get("code"), 0.0, ws
+        except Closed as e:
+            return (e.args[0] if e.args else None), time.perf_counter() - t0, None
+
+    results = await asyncio.gather(*(one() for _ in range(n)))
+    for _, _, ws in results:
+        if ws is not None:
+            await ws.close()
+    refused = [t for kind, t, _ in results if kind == 1013]
+    return {
+        "sessions_tried": n,
+        "ready": sum(1 for kind, _, _ in results if kind == "ready"),
+        "refused_1013": len(refused),
+        "other": sum(1 for kind, _, _ in results if kind not in ("ready", 1013)),
+        "refusal_p99_ms": _pct(np.array(refused), 99),
+    }
+
+
+def run(args) -> tuple[dict, str]:
+    model, model_desc = procs.artifact(args.model)
+    body = request_body(args.length, args.horizon)
+    clients = max(args.levels)
+    port = procs.free_port()
+    server = procs.start(
+        "service", procs.serve_cmd(model, port, access_log="false"), port, "/readyz"
+    )
+    try:
+        normal = run_load(port, PATH, body, clients, args.seconds)
+        rss_before = server.memory_mb()["VmRSS"]
+        over = run_load(port, PATH, body, 10 * clients, args.seconds)
+        rss_after = server.memory_mb()
+        recovery = _recovery_s(port, body, normal.pct_ms(50))
+    finally:
+        server.stop()
+    port = procs.free_port()
+    server = procs.start(
+        "service",
+        procs.serve_cmd(model, port, access_log="false", max_sessions=SESSION_LIMIT),
+        port,
+        "/readyz",
+    )
+    try:
+        sessions = asyncio.run(_sessions(port, 10 * SESSION_LIMIT))
+    finally:
+        server.stop()
+    offered = sum(over.statuses.values()) / over.seconds
+    rest = {
+        "clients": {"normal": clients, "overload": 10 * clients},
+        "normal": {"rps": round(normal.rps, 1), "p50_ms": round(normal.pct_ms(50), 2),
+                   "p99_ms": round(normal.pct_ms(99), 2)},
+        "overload": {
+            "answers_per_s": round(offered, 1),
+            "accepted_per_s": round(over.rps, 1),
+            "refused": int(over.statuses.get(503, 0)),
+            "other_errors": sum(n for k, n in over.statuses.items() if k not in (200, 503)),
+            "accepted_p99_ms": round(over.pct_ms(99), 2),
+            "refusal_p50_ms": _pct(over.refused_s, 50),
+            "refusal_p99_ms": _pct(over.refused_s, 99),
+        },
+        "rss_mb": {"before": rss_before, "after": rss_after["VmRSS"], "peak": rss_after["VmHWM"]},
+        "recovery_s": recovery,
+    }  # fmt: skip
+    ratio = rest["overload"]["accepted_p99_ms"] / rest["normal"]["p99_ms"]
+    goals = {
+        f"refusals answered within {GOALS['refusal_p99_ms']:.0f} ms (p99)": rest["overload"]["refusal_p99_ms"] <= GOALS["refusal_p99_ms"],
+        f"accepted p99 <= {GOALS['accepted_p99_vs_normal']:.0f} x normal p99": ratio <= GOALS["accepted_p99_vs_normal"],
+        f"normal service within {GOALS['recovery_s']:.0f} s after the load": recovery <= GOALS["recovery_s"],
+        f"sessions past the limit refused with 1013 within {GOALS['refusal_p99_ms']:.0f} ms (p99)": sessions["other"] == 0 and sessions["refusal_p99_ms"] <= GOALS["refusal_p99_ms"],
+    }  # fmt: skip
+    data = {"model": model_desc, "rest": rest, "accepted_p99_vs_normal": round(ratio, 2),
+            "sessions": sessions, "goals": goals}  # fmt: skip
+    return data, _markdown(data, args.seconds)
+
+
+def _markdown(d: dict, seconds: float) -> str:
+    r, s = d["rest"], d["sessions"]
+    rows = [
+        ["clients", r["clients"]["normal"], r["clients"]["overload"]],
+        ["answers/s (all statuses)", r["normal"]["rps"], r["overload"]["answers_per_s"]],
+        ["served/s", r["normal"]["rps"], r["overload"]["accepted_per_s"]],
+        ["served p99 ms", r["normal"]["p99_ms"], r["overload"]["accepted_p99_ms"]],
+        ["refused (503)", 0, r["overload"]["refused"]],
+        ["refusal p50 / p99 ms", "-", f"{r['overload']['refusal_p50_ms']} / {r['overload']['refusal_p99_ms']}"],
+        ["other errors", 0, r["overload"]["other_errors"]],
+    ]  # fmt: skip
+    goals = table(["goal", "met"], [[g, "yes" if ok else "**no**"] for g, ok in d["goals"].items()])
+    return (
+        f"`POST {PATH}` at the highest client count, then ten times as many clients, "
+        f"{seconds} s each, closed loop; model: {d['model']}.\n\n"
+        f"{table(['', 'normal', 'overload'], rows)}\n\n"
+        f"Served p99 under overload / normal p99: {d['accepted_p99_vs_normal']}. RSS "
+        f"{r['rss_mb']['before']} MB before the overload, {r['rss_mb']['after']} MB after "
+        f"(peak {r['rss_mb']['peak']} MB). A lone request was served at its normal latency "
+        f"again {r['recovery_s']} s after the load stopped.\n\n"
+        f"Streams: {s['sessions_tried']} sessions at once against a limit of {SESSION_LIMIT}: "
+        f"{s['ready']} started, {s['refused_1013']} closed with 1013 (p99 "
+        f"{s['refusal_p99_ms']} ms), {s['other']} otherwise.\n\n{goals}\n"
+    )
+
+
+def add_arguments(p) -> None:  # the REST section's --length/--horizon are shared
+    pass
