@@ -46,5 +46,12 @@ lint: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(PY) -m bench
 
+# A soak: mixed REST and stream load at ~70% of the measured capacity, 10 minutes by default
+# (`make soak SOAK_SECONDS=120` for a shorter one): bench/soak.{md,json,png}.
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: $(DEV_STAMP)
+	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
