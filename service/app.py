@@ -23,6 +23,7 @@ from service import metrics
 from service.auth import ApiKeyAuth
 from service.core import InferenceCore
 from service.errors import ServiceError, error_body, from_validation_errors
+from service.identity import weights_digest
 from service.logs import RequestContext
 from service.metrics import Metrics
 from service.middleware import BodyLimit
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         state.metrics.bind(rt, core)
         state.runtime, state.core = rt, core
         secret = settings.token_secret.get_secret_value() if settings.token_secret else None
-        state.tokens = TokenCodec(resolve_secret(secret), rt.meta)
+        state.digest = weights_digest(rt.meta, rt.path)
+        state.tokens = TokenCodec(resolve_secret(secret), rt.meta, state.digest)
         state.streams = SessionRegistry(settings.max_sessions)
         await core.start()
         # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.

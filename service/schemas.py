@@ -223,6 +223,10 @@ class ModelInfo(Schema):
         "option): quantiles calibrated for that frequency (pooled for a name without a "
         "calibration of its own)"
     )
+    weights_sha256: str = Field(
+        description="SHA-256 of the served weights (of the whole file for an artifact that "
+        "does not record one); resume tokens are bound to it"
+    )
     provider: str = Field(description="the onnxruntime provider the session really runs on")
     recurrent_nodes: str = Field(
         description="where the GRU nodes run (a cho2014 GRU stays on the CPU under CUDA)"

@@ -27,6 +27,7 @@ class ServiceState:
     runtime: Runtime | None = None
     core: InferenceCore | None = None
     tokens: TokenCodec | None = None
+    digest: str = ""  # the served weights' SHA-256 (service/identity.py)
     streams: SessionRegistry | None = None
     ready: bool = False  # warmed up
     draining: bool = False  # shutdown began: never ready again

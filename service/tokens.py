@@ -18,6 +18,13 @@ frequency gets a format 1 token, byte for byte what servers before format 2 wrot
 Other arrays are little-endian float32; last_y (the scaled prediction of the next observation)
 is present only when flag HAS_LAST_Y is set. Floats are stored bit-exactly, so a resumed
 stream continues with exactly the numbers the original would have used.
+
+Format 3 (written by a server that knows its model's weights digest, that is every server
+since tokens were bound to weights) has format 2's header, frequency length 0 when there is
+none, and the first 16 bytes of the weights' SHA-256 after the frequency name. A server reads
+a token only when that digest is its own: a token of other weights is a token_mismatch even
+under the same model name and version, and so is a format 1 or 2 token, which names no
+weights.
 """
 
 from __future__ import annotations
@@ -40,10 +47,14 @@ log = logging.getLogger("gru_serve.tokens")
 
 FORMAT_VERSION = 1  # a token without a frequency
 FORMAT_WITH_FREQUENCY = 2
+FORMAT_WITH_DIGEST = 3
 _HEADERS = {
     FORMAT_VERSION: struct.Struct("<BBQHHHHBBB"),
     FORMAT_WITH_FREQUENCY: struct.Struct("<BBQHHHHBBBB"),  # + frequency name length
+    FORMAT_WITH_DIGEST: struct.Struct("<BBQHHHHBBBB"),  # as 2; a digest after the names
 }
+DIGEST_BYTES = 16
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _HEADER = _HEADERS[FORMAT_VERSION]
 _MAC_BYTES = 32
 _F32 = np.dtype("<f4")
@@ -91,11 +102,14 @@ def resolve_secret(configured: str | None) -> bytes:
 
 
 class TokenCodec:
-    def __init__(self, secret: bytes, meta: ArtifactMeta) -> None:
+    def __init__(self, secret: bytes, meta: ArtifactMeta, digest: str | None = None) -> None:
+        """`digest`: the served weights' SHA-256 (hex); tokens are then format 3, bound to it."""
         if not secret:
             raise ValueError("the token secret must not be empty")
         self._secret = secret
         self.meta = meta
+        self.digest = digest
+        self._digest = bytes.fromhex(digest)[:DIGEST_BYTES] if digest else None
         self._name = meta.name.encode()[:255]
         self._version = meta.version.encode()[:255]
 
@@ -122,7 +136,16 @@ class TokenCodec:
             len(self._name),
             len(self._version),
         )
-        if st.frequency is None:
+        if self._digest is not None:
+            freq = (st.frequency or "").encode()
+            if len(freq) > 255:
+                raise InvalidInput(
+                    "a resume token holds a frequency name of at most 255 bytes",
+                    "options.frequency",
+                )
+            header = _HEADERS[FORMAT_WITH_DIGEST].pack(FORMAT_WITH_DIGEST, *counts[1:], len(freq))
+            head = [header, self._name, self._version, freq, self._digest]
+        elif st.frequency is None:
             head = [_HEADERS[FORMAT_VERSION].pack(*counts), self._name, self._version]
         else:
             freq = st.frequency.encode()
@@ -151,6 +174,9 @@ class TokenCodec:
         """Verify and unpack; raises InvalidToken / TokenMismatch with a message naming why."""
         if not isinstance(token, str) or not token:
             raise InvalidToken("the resume token must be a non-empty string", "resume")
+        if len(token) % 4 == 1 and _B64URL.issuperset(token):
+            # no base64 text has this length: a token cut short
+            raise InvalidToken("the resume token is truncated", "resume")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
@@ -162,15 +188,16 @@ class TokenCodec:
         if header is None:
             raise InvalidToken(
                 f"resume token format {fmt} is not supported (this server reads formats "
-                f"{FORMAT_VERSION} and {FORMAT_WITH_FREQUENCY})",
+                f"{', '.join(map(str, _HEADERS))})",
                 "resume",
             )
         if len(raw) < header.size + _MAC_BYTES:
             raise InvalidToken("the resume token is truncated", "resume")
         _, flags, step, L, H, F, O, nq, nn, nv, *rest = header.unpack_from(raw)
         nf = rest[0] if rest else 0
+        nd = DIGEST_BYTES if fmt == FORMAT_WITH_DIGEST else 0
         floats = 2 * F + L * H + (O if flags & HAS_LAST_Y else 0)
-        expected = header.size + nn + nv + nf + 8 * nq + 4 * floats + _MAC_BYTES
+        expected = header.size + nn + nv + nf + nd + 8 * nq + 4 * floats + _MAC_BYTES
         if len(raw) < expected:
             raise InvalidToken("the resume token is truncated", "resume")
         if len(raw) > expected:
@@ -187,7 +214,11 @@ class TokenCodec:
         name, version = raw_name.decode(errors="replace"), raw_version.decode(errors="replace")
         off += nn + nv
         frequency = payload[off : off + nf].decode(errors="replace") if rest else None
+        if fmt == FORMAT_WITH_DIGEST and not nf:
+            frequency = None
         off += nf
+        digest = payload[off : off + nd] if nd else None
+        off += nd
         m = self.meta
         # Compared as stored: encode keeps at most 255 bytes of each, so a longer name or
         # version must be compared truncated too, or its own tokens would never match.
@@ -200,6 +231,14 @@ class TokenCodec:
             raise TokenMismatch(
                 f"the resume token belongs to model {name!r} version {version!r}; this server "
                 f"serves {m.name!r} version {m.version!r}",
+                "resume",
+            )
+        if digest != self._digest:
+            theirs = digest.hex() if digest else "none (a token from before weights digests)"
+            ours = self._digest.hex() if self._digest else "none"
+            raise TokenMismatch(
+                f"the resume token belongs to other weights of model {name!r} version "
+                f"{version!r} (weights digest {theirs}; this server's: {ours})",
                 "resume",
             )
         if frequency is not None and frequency not in m.frequencies:

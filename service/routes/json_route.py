@@ -87,14 +87,16 @@ class JsonRoute(APIRoute):
         self.app = self._serve
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body, parts = await _read_body(receive)
         if body is None:  # the client went away
             return
         state = state_of_scope(scope)
         try:
             started = scope.get("state", {}).get("started_at")
-            if state.core is not None and started is not None:
-                # time spent queued in the event loop counts against the queue deadline
+            if parts == 1 and state.core is not None and started is not None:
+                # A body that came whole was ready when the request began: time since then
+                # was spent waiting in a busy event loop, and counts against the deadline.
+                # (A body sent in parts took the client's time: that is not counted.)
                 state.core.check_deadline(time.perf_counter() - started)
             content_type = _header(scope, b"content-type")
             req = decode(self.body_model, body, content_type, state)
@@ -104,15 +106,16 @@ class JsonRoute(APIRoute):
         await response(scope, receive, send)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive) -> tuple[bytes | None, int]:
+    """(the body, the messages it came in); None when the client went away."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            return None, len(chunks)
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), len(chunks)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

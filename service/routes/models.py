@@ -27,6 +27,7 @@ def model_info(request: Request) -> ModelInfo:
         context_length=m.context_length,
         horizon=m.horizon,
         frequencies=list(m.frequencies),
+        weights_sha256=state_of(request).digest,
         provider=rt.placement.provider,
         recurrent_nodes=rt.placement.recurrent_nodes,
         metrics=m.metrics,

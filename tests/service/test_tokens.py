@@ -189,3 +189,30 @@ def test_max_quantiles_cannot_exceed_what_a_token_holds(make_settings):
     assert make_settings(max_quantiles=255).max_quantiles == 255
     with pytest.raises(ValidationError, match="max_quantiles"):
         make_settings(max_quantiles=256)
+
+
+# ---- bound to the weights ----------------------------------------------------------------------
+DIGEST_A, DIGEST_B = "ab" * 32, "cd" * 32
+
+
+def test_a_digest_bound_token_is_format_3_and_round_trips():
+    codec = TokenCodec(b"s3cret", META, DIGEST_A)
+    for frequency in (None, "monthly"):
+        st = dataclasses.replace(_state(), frequency=frequency)
+        raw = _raw(codec.encode(st))
+        assert raw[0] == 3 and bytes.fromhex(DIGEST_A)[:16] in raw
+        back = codec.decode(codec.encode(st))
+        assert back.frequency == frequency and back.h.tobytes() == st.h.tobytes()
+
+
+def test_a_token_of_other_weights_is_a_mismatch_under_the_same_name_and_version():
+    token = TokenCodec(b"s3cret", META, DIGEST_A).encode(_state())
+    with pytest.raises(TokenMismatch, match="other weights") as e:
+        TokenCodec(b"s3cret", META, DIGEST_B).decode(token)
+    assert DIGEST_A[:32] in e.value.message and e.value.field == "resume"
+
+
+def test_a_token_without_a_digest_is_a_mismatch_for_a_bound_server():
+    token = _codec().encode(_state())  # format 1: names no weights
+    with pytest.raises(TokenMismatch, match="before weights digests"):
+        TokenCodec(b"s3cret", META, DIGEST_A).decode(token)
