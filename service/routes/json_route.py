@@ -108,7 +108,7 @@ class JsonRoute(APIRoute):
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, int]:
     """(the body, the messages it came in); None when the client went away."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
