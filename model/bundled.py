@@ -31,7 +31,7 @@ from model.ensemble import combine
 from model.gru import GRUForecaster
 from model.quantiles import LEVELS, METHOD, calibrate_pooled, coverage_masked
 from model.settings import TrainSettings
-from model.train import NAME, SCALER, VERSION, fit, new_model
+from model.train import SCALER, fit, new_model
 from model.validation import criterion, forecast_windows, summary
 from model.windows import sample_batch
 
@@ -173,8 +173,8 @@ def train_bundled(settings: TrainSettings, progress: bool = True) -> tuple[GRUFo
     pooled, by_freq = calibrate_tables(fc)
     held = holdout_coverage(fc, settings.seed)
     info = {
-        "name": NAME,
-        "version": VERSION,
+        "name": settings.name,
+        "version": settings.version,
         "scaler": asdict(SCALER),
         "quantile_levels": list(LEVELS),
         "quantile_offsets": pooled,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cli_common import CliError
 from cli_common.extras import require_train_extra
+from cli_common.identity import check_identity
 from cli_common.paths import check_output_dir, check_output_file
 
 DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
@@ -153,6 +154,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "history the members are validated at while training (default %(default)s)",
     )
     p.add_argument(
+        "--name",
+        default=d.name,
+        help="the model's name in the checkpoint, the artifact and /v1/models (default %(default)s)",
+    )
+    p.add_argument(
+        "--version",
+        dest="model_version",
+        metavar="VERSION",
+        default=d.version,
+        help="the model's version (default %(default)s)",
+    )
+    p.add_argument(
         "--seed", type=int, metavar="N", default=d.seed, help="random seed (default %(default)s)"
     )
     p.add_argument(
@@ -270,11 +283,14 @@ def _settings(args):
         raise CliError(f"--lr must be > 0, got {args.lr}")
     if args.patience < 1 or not args.max_minutes > 0:
         raise CliError("--patience and --max-minutes must be positive")
+    check_identity(args.name, args.model_version)
     if args.context_length < args.min_context:
         raise CliError(
             f"--context-length {args.context_length} is below --min-context {args.min_context}"
         )
     return TrainSettings(
+        name=args.name,
+        version=args.model_version,
         variant=args.variant,
         hidden_size=args.hidden_size,
         num_layers=args.layers,

@@ -23,7 +23,6 @@ from model.quantiles import LEVELS
 from model.settings import TrainSettings
 from model.windows import rollout, sample_batch, scaled_pair
 
-NAME, VERSION = "gru-forecaster", "2.0.0"
 SCALER = Scaler(rule="standard", min_scale=1e-3)
 
 
@@ -187,8 +186,8 @@ def _info(model, series, settings, run: dict) -> dict:
             "test": sp.n - sp.test_start,
         }
     return {
-        "name": NAME,
-        "version": VERSION,
+        "name": settings.name,
+        "version": settings.version,
         "scaler": asdict(SCALER),
         "quantile_levels": list(LEVELS),
         "quantile_offsets": offsets,

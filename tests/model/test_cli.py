@@ -77,6 +77,9 @@ def _fails(capsys, argv: list[str], needle: str) -> str:
         (["--csv", "x.csv"], "--csv needs --column"),
         (["--column", "sales", "--time-column", "sales"], "has values that are not dates"),
         (["--column", "sales", "--lr", "nan"], "--lr must be > 0"),
+        (["--column", "sales", "--name", ""], "--name must be printable"),
+        (["--column", "sales", "--version", " 2"], "--version must be printable"),
+        (["--column", "sales", "--name", "x" * 256], "holds at most 255"),
     ],
 )
 def test_train_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -262,3 +265,13 @@ def test_train_on_the_competitions_then_export(tmp_path, capsys):
     assert meta.frequencies == tuple(FREQUENCIES)
     assert meta.context_length == info["context_length"] and meta.horizon == 18
     assert set(meta.quantile_offsets_by_frequency) == set(FREQUENCIES)
+
+
+def test_train_takes_the_models_name_and_version(tmp_path, csv_file):
+    from model.checkpoint import load_checkpoint
+
+    out = tmp_path / "ck.pt"
+    argv = ["train", "--csv", str(csv_file), "--column", "sales", "--out", str(out), *TINY]
+    assert _run([*argv, "--name", "sales-model", "--version", "7.1"]) == 0
+    _, info = load_checkpoint(out)
+    assert (info["name"], info["version"]) == ("sales-model", "7.1")
