@@ -16,6 +16,9 @@ import numpy as np
 
 OPSET = 14
 VARIANTS = ("cho2014", "cudnn")
+# Graph families exported from one checkpoint: "cpu" runs one ONNX GRU node per layer; "cuda"
+# spells the step out in operators the CUDA execution provider runs (export/cuda_graph.py).
+TARGETS = ("cpu", "cuda")
 
 # Graph inputs and outputs. Layout 0 (time first) because onnxruntime's GRU rejects layout 1.
 INPUT_X = "x"  # float32 [T, B, input_size]
@@ -27,7 +30,30 @@ OUTPUT_Y = (
 OUTPUT_HN = "h_n"  # float32 [num_layers, B, hidden_size]: state after each row's last valid step
 OUTPUT_HSEQ = "h_seq"  # float32 [T, num_layers, B, hidden_size]: state after every step (zeros past a row's length)
 
+# The slot buffer of a `cuda` artifact (service/device_state.py): a run starts from h0's rows
+# followed by the rows of `read_slots`; afterwards row write_rows[k] of h_n is stored in slot
+# write_slots[k] of `state_out`. A plain run feeds them empty (empty_slot_feeds).
+INPUT_STATE = "state"  # float32 [num_layers, slots, hidden_size]
+INPUT_READ_SLOTS = "read_slots"  # int64 [R]
+INPUT_WRITE_SLOTS = "write_slots"  # int64 [W]
+INPUT_WRITE_ROWS = "write_rows"  # int64 [W]
+OUTPUT_STATE = "state_out"  # float32 [num_layers, slots, hidden_size]: `state` with the writes
+
+SLOT_INPUTS = (INPUT_STATE, INPUT_READ_SLOTS, INPUT_WRITE_SLOTS, INPUT_WRITE_ROWS)
+
 META_PREFIX = "gru_serve."
+
+
+def empty_slot_feeds(num_layers: int, hidden_size: int) -> dict[str, np.ndarray]:
+    """The slot inputs of a `cuda` artifact for a run that uses no slots: nothing is gathered
+    or scattered, and `state_out` comes back empty."""
+    empty = np.zeros(0, np.int64)
+    return {
+        INPUT_STATE: np.zeros((num_layers, 0, hidden_size), np.float32),
+        INPUT_READ_SLOTS: empty,
+        INPUT_WRITE_SLOTS: empty,
+        INPUT_WRITE_ROWS: empty,
+    }
 
 
 @dataclass(frozen=True)
@@ -101,9 +127,14 @@ class ArtifactMeta:
     data: dict = field(default_factory=dict)  # provenance of the training data
     versions: dict = field(default_factory=dict)  # torch / onnx versions that made it
     opset: int = OPSET
+    target: str = "cpu"  # the graph family (TARGETS)
 
     def to_props(self) -> dict[str, str]:
         d = asdict(self)
+        if d["target"] == "cpu":
+            # Absent means cpu: the default artifact stays byte-identical to the ones exported
+            # before targets existed, and those still read as what they are.
+            del d["target"]
         return {META_PREFIX + k: json.dumps(v) for k, v in d.items()}
 
     @classmethod
@@ -129,6 +160,8 @@ class ArtifactMeta:
                 raise ValueError(f"metadata {META_PREFIX}{required} is missing")
         if raw["variant"] not in VARIANTS:
             raise ValueError(f"metadata variant {raw['variant']!r} is not one of {VARIANTS}")
+        if raw.get("target", "cpu") not in TARGETS:
+            raise ValueError(f"metadata target {raw['target']!r} is not one of {TARGETS}")
         for k in ("input_size", "hidden_size", "num_layers", "output_size"):
             if not isinstance(raw[k], int) or raw[k] < 1:
                 raise ValueError(f"metadata {k} must be a positive integer, got {raw[k]!r}")

@@ -64,6 +64,8 @@ def to_onnx_gates(layer: LayerWeights, variant: str) -> tuple[np.ndarray, np.nda
 def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelProto:
     """The complete artifact: graph, initializers and metadata; passes onnx.checker (full)."""
     L, H, F, O = meta.num_layers, meta.hidden_size, meta.input_size, meta.output_size
+    if meta.target != "cpu":
+        raise ValueError(f"build_model builds target 'cpu', metadata says {meta.target!r}")
     if len(weights.layers) != L:
         raise ValueError(f"metadata says {L} layers, weights have {len(weights.layers)}")
     linear_before_reset = 1 if meta.variant == "cudnn" else 0

@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OUTPUT_HN, OUTPUT_Y
+from export.contract import (
+    INPUT_H0,
+    INPUT_LENS,
+    INPUT_X,
+    OUTPUT_HN,
+    OUTPUT_Y,
+    SLOT_INPUTS,
+    empty_slot_feeds,
+)
 
 TOLERANCE = 1e-5
 
@@ -40,6 +48,8 @@ def run_onnx(
         INPUT_H0: np.ascontiguousarray(h0, dtype=np.float32),
         INPUT_LENS: np.asarray(lengths, dtype=np.int32),
     }
+    if SLOT_INPUTS[0] in {i.name for i in session.get_inputs()}:  # a cuda-target graph
+        feeds.update(empty_slot_feeds(h0.shape[0], h0.shape[2]))
     y, h_n = session.run([OUTPUT_Y, OUTPUT_HN], feeds)
     return y.transpose(1, 0, 2), h_n
 
