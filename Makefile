@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SERVE_STAMP := $(VENV)/.stamp-serve
 DEV_STAMP := $(VENV)/.stamp-dev
 
-.PHONY: serve test train evaluate export lint bench clean
+.PHONY: serve test train evaluate export lint bench bench-gpu clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,15 @@ export: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy service export
+	$(VENV)/bin/mypy cli_common model export service
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench
+
+# CPU and CUDA providers on this machine: bench/gpu/results.{md,json}, throughput.png
+# (CUDA rows marked unavailable without an NVIDIA GPU).
+bench-gpu: $(DEV_STAMP)
+	$(PY) -m bench.gpu
 
 # A soak: mixed REST and stream load at ~70% of the measured capacity, 10 minutes by default
 # (`make soak SOAK_SECONDS=120` for a shorter one): bench/soak.{md,json,png}.

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from cli_common import CliError
+from cli_common.extras import require_train_extra
+from cli_common.paths import check_output_file
 
 DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
 DEFAULT_OUT = "artifacts/gru.onnx"
+DEFAULT_CUDA_OUT = "artifacts/gru-cuda.onnx"
+TARGETS = ("cpu", "cuda")  # export.contract.TARGETS, repeated: that module imports numpy
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -20,19 +27,35 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to the ONNX artifact the service loads",
         description="Build the ONNX artifact from a checkpoint, check it against the torch "
-        "module (max abs error <= 1e-5) and write it atomically.",
+        "module (max abs error <= 1e-5) and write it atomically. Needs the 'train' extra "
+        "(pip install -e '.[train]').",
     )
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=f"default {DEFAULT_CHECKPOINT}")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    p.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        metavar="FILE",
+        help="checkpoint to export (default %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help=f"ONNX artifact to write, replaced atomically (default {DEFAULT_OUT}; "
+        f"{DEFAULT_CUDA_OUT} with --target cuda)",
+    )
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="cpu",
+        help="graph family: cpu (one ONNX GRU node per layer, the default) or cuda (the step "
+        "in operators the CUDA provider runs, every node on the GPU)",
+    )
     p.set_defaults(run=run_export)
 
 
 def _check_out_dir(out: Path) -> None:
     """Fail before the slow work if the artifact could not be written anyway."""
-    from service.cli import CliError
-
-    if out.is_dir():
-        raise CliError(f"--out {out} is a directory, expected a file path")
+    check_output_file(out, "--out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -61,17 +84,19 @@ def write_atomic(out: Path, data: bytes) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    require_train_extra()  # torch and onnx: not in `make serve`'s install
     import onnx
     import onnxruntime
     import torch
 
     from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
+    from export.cuda_graph import build_cuda_model
+    from export.cuda_kernels import unsupported_nodes
     from export.graph import build_model
     from export.verify import TOLERANCE, check_parity
     from model.checkpoint import load_checkpoint
-    from service.cli import CliError
 
-    out = Path(args.out)
+    out = Path(args.out or (DEFAULT_CUDA_OUT if args.target == "cuda" else DEFAULT_OUT))
     _check_out_dir(out)
     try:
         model, info = load_checkpoint(args.checkpoint)
@@ -88,9 +113,17 @@ def run_export(args: argparse.Namespace) -> int:
     }
     try:
         meta = meta_from_checkpoint(model.config, info if isinstance(info, dict) else {}, versions)
-        proto = build_model(weights_from_model(model), meta)
+        meta = replace(meta, target=args.target)
+        build = build_cuda_model if args.target == "cuda" else build_model
+        proto = build(weights_from_model(model), meta)
     except (ValueError, TypeError) as e:
         raise CliError(f"cannot export {args.checkpoint}: {e}") from None
+    off_gpu = unsupported_nodes(proto) if args.target == "cuda" else []
+    if off_gpu:
+        raise CliError(
+            f"the cuda graph has {len(off_gpu)} node(s) the CUDA provider would not run "
+            f"({off_gpu[0]}); nothing written"
+        )
     data = proto.SerializeToString()
     err = check_parity(model, data)
     if not err <= TOLERANCE:  # `not <=` also catches NaN
@@ -103,6 +136,7 @@ def run_export(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror or e}") from None
     print(
-        f"wrote {out} ({meta.name} {meta.version}, {meta.variant}, parity max abs error {err:.2e})"
+        f"wrote {out} ({meta.name} {meta.version}, {meta.variant}, target {meta.target}, "
+        f"parity max abs error {err:.2e})"
     )
     return 0

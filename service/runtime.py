@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,11 @@ from export.contract import (
     OUTPUT_HN,
     OUTPUT_HSEQ,
     OUTPUT_Y,
+    SLOT_INPUTS,
     ArtifactMeta,
+    empty_slot_feeds,
 )
+from export.placement import read_placement, record_placement
 from service.settings import Settings
 
 log = logging.getLogger("gru_serve.runtime")
@@ -61,7 +64,10 @@ def cuda_device_count() -> int:
 @dataclass(frozen=True)
 class Placement:
     provider: str  # the provider the session really runs on (session.get_providers()[0])
-    recurrent_nodes: str  # where the GRU nodes run: a cho2014 GRU is CPU-only even under CUDA
+    recurrent_nodes: str  # where the recurrence (GRU or Scan nodes) runs
+    # Graph nodes per provider (subgraph bodies included) as onnxruntime placed them; empty
+    # when this onnxruntime cannot report placement.
+    nodes: dict[str, int] = field(default_factory=dict)
 
 
 class Runtime:
@@ -69,15 +75,25 @@ class Runtime:
         self.settings = settings
         self.path = Path(settings.model_path)
         self.session, self.meta = self._load()
+        # A cuda-target graph also takes the stream slot buffer: plain runs feed it empty.
+        takes_slots = set(SLOT_INPUTS) <= {i.name for i in self.session.get_inputs()}
+        self._slot_feeds = (
+            empty_slot_feeds(self.meta.num_layers, self.meta.hidden_size) if takes_slots else {}
+        )
         self.placement = self._placement()
-        self.ready = False
+        if self.placement.provider == CUDA and (
+            self.placement.nodes.get(CPU) or self.placement.recurrent_nodes == CPU
+        ):
+            self._refuse_partial_cuda()
         log.info(
-            "model %s %s (%s) on %s; recurrent nodes on %s",
+            "model %s %s (%s, target %s) on %s; recurrent nodes on %s; nodes per provider %s",
             self.meta.name,
             self.meta.version,
             self.meta.variant,
+            self.meta.target,
             self.placement.provider,
             self.placement.recurrent_nodes,
+            self.placement.nodes or "not reported",
         )
 
     # ---- loading -------------------------------------------------------------------------
@@ -94,6 +110,7 @@ class Runtime:
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         so.log_severity_level = 3
+        record_placement(so)  # read back in _placement: which nodes really run where
         return so
 
     def _providers(self) -> list[str]:
@@ -173,23 +190,49 @@ class Runtime:
 
     def _placement(self) -> Placement:
         provider = self.session.get_providers()[0]
+        placed = read_placement(self.session)
+        if placed is not None:
+            recurrent = CPU if CPU in placed.recurrent_providers() else provider
+            return Placement(provider, recurrent, placed.counts())
+        # This onnxruntime cannot report placement: infer the one known case.
         recurrent = provider
-        if provider == CUDA and self.meta.variant == "cho2014":
+        if provider == CUDA and self.meta.variant == "cho2014" and self.meta.target == "cpu":
             # cuDNN only implements linear_before_reset=1: ORT runs these GRU nodes on the CPU
             # with copies in and out (DESIGN.md section 2).
             recurrent = CPU
             log.warning(
                 "provider is CUDA but this cho2014 model's GRU nodes run on the CPU "
-                "(cuDNN supports only linear_before_reset=1); export the cudnn variant for GPU recurrence"
+                "(cuDNN supports only linear_before_reset=1); export the cuda target "
+                "(gru-serve export --target cuda) or the cudnn variant for GPU recurrence"
             )
         return Placement(provider, recurrent)
+
+    def _refuse_partial_cuda(self) -> None:
+        """Never claim CUDA while nodes run on the CPU: device=cuda stops, auto serves on the CPU."""
+        placed = read_placement(self.session)
+        what = (
+            f"{self.placement.nodes[CPU]} node(s) ({', '.join(placed.ops_on(CPU))})"
+            if placed and self.placement.nodes.get(CPU)
+            else "the GRU node(s)"
+        )
+        advice = (
+            f"{what} of {self.path} would run on the CPU under CUDA; for GPU serving export the "
+            "cuda target of its checkpoint (gru-serve export --target cuda) and serve that file"
+        )
+        if self.settings.device == "cuda":
+            raise DeviceError(f"device=cuda but {advice}")
+        log.warning("%s; serving on the CPU instead", advice)
+        self.session = ort.InferenceSession(
+            str(self.path), self._session_options(), providers=[CPU]
+        )
+        self.placement = self._placement()
 
     # ---- running -------------------------------------------------------------------------
     def run(
         self, x: np.ndarray, h0: np.ndarray, lens: np.ndarray, want_seq: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """x [T, B, F], h0 [L, B, H], lens [B] -> y [T, B, O], h_n [L, B, H], h_seq [T, L, B, H] | None."""
-        feeds = {INPUT_X: x, INPUT_H0: h0, INPUT_LENS: lens}
+        feeds = {INPUT_X: x, INPUT_H0: h0, INPUT_LENS: lens, **self._slot_feeds}
         if want_seq:
             y, h_n, h_seq = self.session.run([OUTPUT_Y, OUTPUT_HN, OUTPUT_HSEQ], feeds)
             return y, h_n, h_seq
@@ -207,5 +250,4 @@ class Runtime:
                     np.zeros((m.num_layers, B, m.hidden_size), np.float32),
                     np.full(B, T, np.int32),
                 )
-        self.ready = True
         return time.perf_counter() - start

@@ -223,13 +223,23 @@ class ModelInfo(Schema):
         "option): quantiles calibrated for that frequency (pooled for a name without a "
         "calibration of its own)"
     )
+    target: str = Field(
+        description="the artifact's graph family: cpu (one ONNX GRU node per layer) or cuda "
+        "(the step in plain operators, every node on the CUDA provider)"
+    )
     weights_sha256: str = Field(
         description="SHA-256 of the served weights (of the whole file for an artifact that "
         "does not record one); resume tokens are bound to it"
     )
     provider: str = Field(description="the onnxruntime provider the session really runs on")
     recurrent_nodes: str = Field(
-        description="where the GRU nodes run (a cho2014 GRU stays on the CPU under CUDA)"
+        description="where the recurrence (GRU or Scan nodes) runs; a cpu-target cho2014 GRU "
+        "stays on the CPU under CUDA, so such a model is served on the CPU"
+    )
+    nodes: dict[str, int] = Field(
+        default_factory=dict,
+        description="graph nodes (loop bodies included) per provider, as onnxruntime placed "
+        "them; empty when the onnxruntime build does not report placement",
     )
     metrics: dict
     data: dict

@@ -27,9 +27,11 @@ def model_info(request: Request) -> ModelInfo:
         context_length=m.context_length,
         horizon=m.horizon,
         frequencies=list(m.frequencies),
+        target=m.target,
         weights_sha256=state_of(request).digest,
         provider=rt.placement.provider,
         recurrent_nodes=rt.placement.recurrent_nodes,
+        nodes=dict(rt.placement.nodes),
         metrics=m.metrics,
         data=m.data,
     )
@@ -37,6 +39,6 @@ def model_info(request: Request) -> ModelInfo:
 
 @router.get("/models", response_model=ModelsResponse, responses=REST_READ)
 async def list_models(request: Request) -> ModelsResponse:
-    """The served model: name, version, variant, sizes, quantile levels, context length,
-    horizon, known frequencies, provider and training metrics."""
+    """The served model: name, version, variant, target, sizes, quantile levels, context
+    length, horizon, known frequencies, provider, node placement and training metrics."""
     return ModelsResponse(models=[model_info(request)])

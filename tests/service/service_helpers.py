@@ -77,6 +77,7 @@ def serve_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test process's environment without GRU_SERVE_* leaking in, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRU_SERVE_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["GRU_SERVE_QUEUE_DEADLINE_MS"] = "0"  # see tests/conftest.py
     env.update(extra or {})
     return env
 
