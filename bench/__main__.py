@@ -10,7 +10,12 @@ from bench.results import MD_PATH, write_section
 
 # name -> module with add_arguments(parser) and run(args) -> (data, markdown).
 # A new section (e.g. "stream": bench/stream.py) only needs a line here.
-SECTIONS = {"rest": "bench.rest", "stream": "bench.stream", "overload": "bench.overload"}
+SECTIONS = {
+    "rest": "bench.rest",
+    "stream": "bench.stream",
+    "overload": "bench.overload",
+    "models": "bench.models",
+}
 
 
 def main() -> None:

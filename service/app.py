@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,19 +22,18 @@ from starlette.requests import ClientDisconnect
 
 from service import metrics
 from service.auth import ApiKeyAuth
-from service.core import InferenceCore
 from service.errors import ServiceError, error_body, from_validation_errors
-from service.identity import weights_digest
 from service.logs import RequestContext
 from service.metrics import Metrics
 from service.middleware import BodyLimit
+from service.repository import ModelRepository, Served, load_runtime, scan
 from service.routes import forecast, health, hidden, models, oip, playground, stream, timeseries
 from service.runtime import Runtime
 from service.schemas import ErrorResponse
 from service.settings import Settings
 from service.state import ServiceState
 from service.streaming.registry import SessionRegistry
-from service.tokens import TokenCodec, resolve_secret
+from service.tokens import resolve_secret
 
 log = logging.getLogger("gru_serve.app")
 
@@ -46,26 +46,41 @@ NO_TELEMETRY: dict[str, Any] = (
 )
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app. The model loads in the lifespan unless a loaded `runtime` is handed in
-    (the CLI loads it first so that a bad artifact fails before the server binds)."""
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    runtimes: list[Runtime] | None = None,
+) -> FastAPI:
+    """Build the app. The models load in the lifespan unless loaded runtimes are handed in:
+    `runtime` for one file, `runtimes` for a model repository's versions (the CLI loads them
+    first so that a bad artifact fails before the server binds)."""
     settings = settings or Settings()
 
     state = ServiceState(settings, Metrics())  # per app: tests build many apps in one process
+    state.preloaded = list(runtimes or ([runtime] if runtime is not None else []))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        rt = runtime or Runtime(settings)
-        core = InferenceCore(rt, settings, observer=state.metrics.observe_batch)
-        state.metrics.bind(rt, core)
-        state.runtime, state.core = rt, core
         secret = settings.token_secret.get_secret_value() if settings.token_secret else None
-        state.digest = weights_digest(rt.meta, rt.path)
-        state.tokens = TokenCodec(resolve_secret(secret), rt.meta, state.digest)
+        root = Path(settings.model_path)
+        models = ModelRepository(
+            settings,
+            resolve_secret(secret),
+            observer=state.metrics.batch_observer,
+            root=root if root.is_dir() else None,
+        )
+        models.on_add.append(lambda s: state.metrics.bind(s.runtime, s.core))
+        models.on_remove.append(lambda s: state.metrics.unbind(s.runtime))
+        models.on_remove.append(lambda s: _close_streams(state, s))
+        for rt in state.preloaded or load_runtimes(settings):
+            models.insert(models.prepare(rt))
+        state.preloaded = []
+        state.models = models
         state.streams = SessionRegistry(settings.max_sessions)
-        await core.start()
+        for served in models.all():
+            await served.core.start()
         # Warm up off the event loop so /healthz answers (and /readyz says 503) meanwhile.
-        warm = asyncio.create_task(_warm_up(state, rt))
+        warm = asyncio.create_task(_warm_up(state))
         try:
             yield
         finally:
@@ -73,7 +88,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             state.ready = False
             warm.cancel()
             await state.streams.close_all()  # each stream gets its resume token, then 1001
-            await core.stop()
+            await models.stop_all()
 
     app = FastAPI(
         title="gru-serve",
@@ -86,7 +101,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         **NO_TELEMETRY,
     )
     app.state.service = state
-    state.runtime = runtime
     _install_error_handlers(app)
     _install_docs(app)
     _install_middleware(app, settings, state.metrics)
@@ -126,17 +140,45 @@ def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> N
     app.add_middleware(RequestContext, metrics=metrics, access=settings.access_log)
 
 
-async def _warm_up(state: ServiceState, rt: Runtime) -> None:
-    try:
-        seconds = await asyncio.to_thread(rt.warmup)
-    except Exception as e:  # else lost in the task: the server would stay not ready, silently
-        log.exception("warm-up failed; the server stays not ready")
-        state.warmup_error = f"{type(e).__name__}: {e}"  # /readyz reports it
+def load_runtimes(settings: Settings) -> list[Runtime]:
+    """The runtimes `model_path` names: one file, or every version of a model repository
+    (blocking; raises ArtifactError, DeviceError or RepositoryError)."""
+    path = Path(settings.model_path)
+    if not path.is_dir():
+        return [Runtime(settings)]
+    return [
+        load_runtime(settings, file, name, version)
+        for name, versions in scan(path).items()
+        for version, file in versions.items()
+    ]
+
+
+def _close_streams(state: ServiceState, served: Served) -> None:
+    """A model version is unloading: its streams get their resume tokens, then 1001."""
+    if state.streams is None:
         return
+    for handle in state.streams.handles():
+        if handle.session.core is served.core:
+            asyncio.get_running_loop().create_task(
+                handle.server_close(1001, f"model {served.name} {served.version} unloaded")
+            )
+
+
+async def _warm_up(state: ServiceState) -> None:
+    for served in state.served():
+        try:
+            seconds = await asyncio.to_thread(served.runtime.warmup)
+        except Exception as e:  # else lost in the task: the server would stay not ready, silently
+            log.exception("warm-up failed; the server stays not ready")
+            state.warmup_error = f"{type(e).__name__}: {e}"  # /readyz reports it
+            served.warmup_error = state.warmup_error
+            return
+        served.ready = True
+        log.info("warm-up of %s %s done in %.0f ms", served.name, served.version, seconds * 1000)
     if state.draining:  # a shutdown began during warm-up: stay not ready
         return
     state.ready = True
-    log.info("warm-up done in %.0f ms; ready", seconds * 1000)
+    log.info("ready")
 
 
 def _error(status: int, body: dict, headers: Mapping[str, str] | None = None) -> JSONResponse:

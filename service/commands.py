@@ -123,11 +123,12 @@ def ws_frame_limit(settings: Settings) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, load_runtimes
     from service.connections import timed_protocol
     from service.logs import configure_logging
     from service.probes import ProbeServer
-    from service.runtime import ArtifactError, DeviceError, Runtime
+    from service.repository import RepositoryError
+    from service.runtime import ArtifactError, DeviceError
     from service.settings import unknown_env_names
     from service.shutdown import serve
     from service.state import app_state
@@ -142,10 +143,11 @@ def run_serve(args: argparse.Namespace) -> int:
     for name in unknown_env_names(dict(os.environ)):
         logging.getLogger("gru_serve.settings").warning("%s is not a setting; ignored", name)
     try:
-        runtime = Runtime(settings)  # fail before binding: a bad artifact is one line, exit 2
-    except (ArtifactError, DeviceError) as e:
+        # Fail before binding: a bad artifact or repository layout is one line, exit 2.
+        runtimes = load_runtimes(settings)
+    except (ArtifactError, DeviceError, RepositoryError) as e:
         raise CliError(str(e)) from None
-    app = create_app(settings, runtime)
+    app = create_app(settings, runtimes=runtimes)
     probes = None
     if settings.probe_port is not None:  # its own thread: probes never queue behind clients
         probes = ProbeServer(app_state(app), settings)

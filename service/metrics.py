@@ -112,17 +112,78 @@ class Metrics:
             ["name", "version", "variant", "provider"],
             registry=r,
         )
+        labels = ["model", "version"]
+        self.model_rows = Counter(
+            "gru_model_rows_total", "Rows run by onnxruntime, per model version", labels, registry=r
+        )
+        self.model_runs = Counter(
+            "gru_model_runs_total", "onnxruntime runs, per model version", labels, registry=r
+        )
+        self.model_compute = Counter(
+            "gru_model_compute_seconds_total",
+            "Seconds spent in onnxruntime runs, per model version",
+            labels,
+            registry=r,
+        )
+        self.model_queue_rows = Gauge(
+            "gru_model_queue_rows",
+            "Rows waiting in a model version's queue now",
+            labels,
+            registry=r,
+        )
+        self.model_inflight_rows = Gauge(
+            "gru_model_inflight_rows",
+            "Rows of admitted requests not yet answered, per model version",
+            labels,
+            registry=r,
+        )
+        self._bound: dict[tuple[str, str], tuple] = {}  # (name, version) -> (runtime, core)
         self._ok: dict[tuple[str, int], Callable[[], None]] = {}
         self._fail: dict[tuple[str, int], Callable[[], None]] = {}
         self._duration: dict[str, Callable[[float], None]] = {}
 
     # ---- wiring -----------------------------------------------------------------------------------
     def bind(self, runtime, core) -> None:
-        """Attach the live objects: model info, and gauges read at scrape time (free per request)."""
+        """Attach a served model version: its info, and gauges read at scrape time (free per
+        request). The server-wide gauges sum over every bound version."""
         m = runtime.meta
+        self._bound[(m.name, m.version)] = (runtime, core)
         self.model_info.labels(m.name, m.version, m.variant, runtime.placement.provider).set(1)
-        self.queue_rows.set_function(lambda: core.batcher.queued)
-        self.inflight_rows.set_function(lambda: core.inflight_rows)
+        self.model_queue_rows.labels(m.name, m.version).set_function(lambda: core.batcher.queued)
+        self.model_inflight_rows.labels(m.name, m.version).set_function(lambda: core.inflight_rows)
+        # tuple(): the probe port's thread may scrape while the event loop loads a model
+        bound = self._bound
+        self.queue_rows.set_function(
+            lambda: sum(c.batcher.queued for _, c in tuple(bound.values()))
+        )
+        self.inflight_rows.set_function(
+            lambda: sum(c.inflight_rows for _, c in tuple(bound.values()))
+        )
+
+    def unbind(self, runtime) -> None:
+        """A model version was unloaded: its gauges go (its counters keep their totals)."""
+        m = runtime.meta
+        if self._bound.pop((m.name, m.version), None) is None:
+            return
+        self.model_info.remove(m.name, m.version, m.variant, runtime.placement.provider)
+        self.model_queue_rows.remove(m.name, m.version)
+        self.model_inflight_rows.remove(m.name, m.version)
+
+    def batch_observer(self, name: str, version: str) -> Callable[[BatchStats], None]:
+        """The batcher observer of one model version: the server-wide histograms, and that
+        version's counters (label children looked up once, here)."""
+        rows = self.model_rows.labels(name, version).inc
+        runs = self.model_runs.labels(name, version).inc
+        compute = self.model_compute.labels(name, version).inc
+        observe_batch = self.observe_batch
+
+        def observe(stats: BatchStats) -> None:
+            observe_batch(stats)
+            rows(stats.rows)
+            runs()
+            compute(stats.compute_s)
+
+        return observe
 
     # ---- hot path -----------------------------------------------------------------------------------
     def observe_request(self, route: str, status: int, seconds: float | None) -> None:

@@ -37,6 +37,7 @@ from service.errors import InvalidInput, MalformedRequest
 OUTPUTS = (OUTPUT_Y, OUTPUT_HN)
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
+REPOSITORY_EXTENSION = "model_repository"  # listed when a model repository is served
 PLATFORM = "onnxruntime_onnx"
 
 _DTYPES = {"FP32": np.dtype("<f4"), "INT32": np.dtype("<i4")}
@@ -67,6 +68,12 @@ class ModelMetadata(BaseModel):
 class ModelReady(BaseModel):
     name: str
     ready: bool
+
+
+class RepositoryModel(BaseModel):
+    name: str
+    version: str
+    state: str  # READY or UNAVAILABLE
 
 
 class OipErrorBody(BaseModel):

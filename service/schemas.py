@@ -60,6 +60,14 @@ class ForecastRequest(Schema):
         "frequencies. Applies to every series of the request; the point forecast does not "
         "depend on it",
     )
+    model: str | None = Field(
+        None,
+        description="the model to run (GET /v1/models lists them); may be left out when the "
+        "server serves one model",
+    )
+    version: str | None = Field(
+        None, description="the model's version; absent: the highest one served"
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -100,6 +108,14 @@ class HiddenRequest(Schema):
     inputs: list[HiddenItem] = Field(min_length=1)
     return_sequence: bool = Field(
         False, description="also return the state and output after every step"
+    )
+    model: str | None = Field(
+        None,
+        description="the model to run (GET /v1/models lists them); may be left out when the "
+        "server serves one model",
+    )
+    version: str | None = Field(
+        None, description="the model's version; absent: the highest one served"
     )
 
     model_config = ConfigDict(
@@ -150,6 +166,7 @@ class TimeSeriesOptions(Schema):
 
 class TimeSeriesRequest(Schema):
     model: str | None = None
+    version: str | None = None
     inputs: list[TimeSeriesInput] = Field(min_length=1)
     options: TimeSeriesOptions
     metadata: dict | None = None

@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     )
 
     # Model and runtime
-    model_path: Path = Field(DEFAULT_MODEL, description="the ONNX artifact to serve")
+    model_path: Path = Field(
+        DEFAULT_MODEL,
+        description="the ONNX artifact to serve, or a model repository: a directory of "
+        "<name>/<version>/model.onnx",
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="where the model runs; auto: CUDA when a session can use it, else CPU"
     )

@@ -101,6 +101,26 @@ def resolve_secret(configured: str | None) -> bytes:
     return _random_secret
 
 
+def token_identity(token: object) -> tuple[str, str] | None:
+    """The model name and version a token names, read without verifying it: enough to pick
+    the model version whose codec then verifies it. None when it cannot be read."""
+    if not isinstance(token, str) or not token or not _B64URL.issuperset(token):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    header = _HEADERS.get(raw[0]) if raw else None
+    if header is None or len(raw) < header.size:
+        return None
+    nn, nv = header.unpack_from(raw)[8:10]
+    off = header.size
+    if len(raw) < off + nn + nv:
+        return None
+    name = raw[off : off + nn].decode(errors="replace")
+    return name, raw[off + nn : off + nn + nv].decode(errors="replace")
+
+
 class TokenCodec:
     def __init__(self, secret: bytes, meta: ArtifactMeta, digest: str | None = None) -> None:
         """`digest`: the served weights' SHA-256 (hex); tokens are then format 3, bound to it."""

@@ -42,6 +42,7 @@ REST_READ: Responses = {401: _rest(_KEY)}
 REST_BODY: Responses = {
     400: _rest("the body is not JSON (malformed_request)"),
     401: _rest(_KEY),
+    404: _rest("an unknown model or version (not_found; `field` says which)"),
     413: _rest("the body is larger than max_body_bytes (payload_too_large)"),
     422: _rest("invalid input: `message` says what, `field` where (invalid_input)"),
     503: {**_rest(_UNAVAILABLE), "headers": RETRY_AFTER},
@@ -62,4 +63,12 @@ OIP_INFER: Responses = {
     **OIP_MODEL,
     400: _oip("a malformed or invalid request (the protocol answers 400 for both)"),
     413: _oip("the body is larger than max_body_bytes"),
+}
+# The model repository extension (index, load, unload).
+OIP_REPOSITORY: Responses = {
+    400: _oip("not a model repository server, a bad body, or a model that cannot be loaded"),
+    401: _oip(_KEY),
+    404: _oip("no such model in the repository"),
+    413: _oip("the body is larger than max_body_bytes"),
+    503: {**_oip(_UNAVAILABLE), "headers": RETRY_AFTER},
 }

@@ -60,7 +60,7 @@ def decode(model: type[BaseModel], body: bytes, content_type: str | None, state:
                     err = from_validation_errors(e.errors(include_url=False))
     if err.status == 400:
         raise err
-    state.ready_core()  # NotReady before invalid input
+    state.check_ready()  # NotReady before invalid input
     raise err
 
 
@@ -93,14 +93,24 @@ class JsonRoute(APIRoute):
         state = state_of_scope(scope)
         try:
             started = scope.get("state", {}).get("started_at")
-            if parts == 1 and state.core is not None and started is not None:
+            waited = None
+            default = state.core
+            if parts == 1 and started is not None:
                 # A body that came whole was ready when the request began: time since then
                 # was spent waiting in a busy event loop, and counts against the deadline.
                 # (A body sent in parts took the client's time: that is not counted.)
-                state.core.check_deadline(time.perf_counter() - started)
+                waited = time.perf_counter() - started
+                if default is not None:
+                    default.check_deadline(waited)
             content_type = _header(scope, b"content-type")
             req = decode(self.body_model, body, content_type, state)
-            response = json_response(await self.endpoint(req, state.ready_core()))
+            # Every body model has optional `model` and `version`: one model and neither
+            # given is the repository's fast path, a dictionary lookup otherwise.
+            served = state.resolve(getattr(req, "model", None), getattr(req, "version", None))
+            core = state.ready_core(served)
+            if waited is not None and core is not default:
+                core.check_deadline(waited)  # the chosen model's own queue
+            response = json_response(await self.endpoint(req, core))
         except ServiceError as e:
             response = JSONResponse(e.body(), status_code=e.status, headers=e.headers)
         await response(scope, receive, send)

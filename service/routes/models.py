@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from service.repository import Served
 from service.routes.documented import REST_READ
 from service.schemas import ModelInfo, ModelsResponse
 from service.state import state_of
@@ -11,9 +12,8 @@ from service.state import state_of
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-def model_info(request: Request) -> ModelInfo:
-    rt = state_of(request).runtime
-    assert rt is not None  # set before the app serves requests
+def model_info(served: Served) -> ModelInfo:
+    rt = served.runtime
     m = rt.meta
     return ModelInfo(
         name=m.name,
@@ -28,7 +28,7 @@ def model_info(request: Request) -> ModelInfo:
         horizon=m.horizon,
         frequencies=list(m.frequencies),
         target=m.target,
-        weights_sha256=state_of(request).digest,
+        weights_sha256=served.digest,
         provider=rt.placement.provider,
         recurrent_nodes=rt.placement.recurrent_nodes,
         nodes=dict(rt.placement.nodes),
@@ -41,4 +41,4 @@ def model_info(request: Request) -> ModelInfo:
 async def list_models(request: Request) -> ModelsResponse:
     """The served model: name, version, variant, target, sizes, quantile levels, context
     length, horizon, known frequencies, provider, node placement and training metrics."""
-    return ModelsResponse(models=[model_info(request)])
+    return ModelsResponse(models=[model_info(s) for s in state_of(request).served()])

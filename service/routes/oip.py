@@ -8,14 +8,25 @@ in that shape (invalid input is a 400 in this protocol).
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from service import oip
-from service.errors import InvalidInput, NotFound, NotReady, ServiceError
-from service.routes.documented import OIP_INFER, OIP_MODEL, OIP_READ, OIP_READY
+from service.errors import InvalidInput, NotReady, ServiceError
+from service.repository import ModelRepository, RepositoryError, Served, scan, version_key
+from service.routes.documented import (
+    OIP_INFER,
+    OIP_MODEL,
+    OIP_READ,
+    OIP_READY,
+    OIP_REPOSITORY,
+)
+from service.runtime import ArtifactError, DeviceError
 from service.state import state_of
 
 
@@ -43,26 +54,23 @@ class OipRoute(APIRoute):
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
 
 
-def _runtime(request: Request, name: str, version: str | None):
-    """The runtime serving `name` (and `version`, when given); NotFound or NotReady otherwise."""
-    rt = state_of(request).runtime
-    if rt is None:
+def _served(request: Request, name: str, version: str | None) -> Served:
+    """The model version serving `name` (and `version`, when given; else the highest);
+    NotFound or NotReady otherwise."""
+    models = state_of(request).models
+    if models is None:
         raise NotReady("the model is still loading", headers={"Retry-After": "1"})
-    if name != rt.meta.name:
-        raise NotFound(f"unknown model {name!r}; this server serves {rt.meta.name!r}")
-    if version is not None and version != rt.meta.version:
-        raise NotFound(
-            f"unknown version {version!r} of model {name!r}; served: {rt.meta.version!r}"
-        )
-    return rt
+    return models.resolve(name, version)
 
 
 @router.get("", response_model=oip.ServerMetadata, responses=OIP_READ)
 async def get_server_metadata(request: Request) -> oip.ServerMetadata:
     """Server metadata: name, version and supported protocol extensions."""
-    return oip.ServerMetadata(
-        name="gru-serve", version=request.app.version, extensions=oip.EXTENSIONS
-    )
+    models = state_of(request).models
+    extensions = list(oip.EXTENSIONS)
+    if models is not None and models.root is not None:
+        extensions.append(oip.REPOSITORY_EXTENSION)
+    return oip.ServerMetadata(name="gru-serve", version=request.app.version, extensions=extensions)
 
 
 @router.get("/health/live")
@@ -79,17 +87,19 @@ async def get_server_ready(request: Request) -> JSONResponse:
 
 
 async def _model_ready(request: Request, name: str, version: str | None) -> JSONResponse:
-    _runtime(request, name, version)
-    ready, _ = state_of(request).readiness()
+    served = _served(request, name, version)
+    ready = state_of(request).readiness()[0] and served.ready and served.core.batcher.alive
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
 async def _model_metadata(request: Request, name: str, version: str | None) -> JSONResponse:
-    rt = _runtime(request, name, version)
+    served = _served(request, name, version)
+    rt = served.runtime
     inputs, outputs = oip.tensor_signature(rt.meta)
+    versions = state_of(request).models.versions(name)  # type: ignore[union-attr]
     body = oip.ModelMetadata(
         name=rt.meta.name,
-        versions=[rt.meta.version],
+        versions=[s.version for s in versions] if version is None else [rt.meta.version],
         platform=oip.PLATFORM,
         inputs=inputs,
         outputs=outputs,
@@ -213,16 +223,19 @@ async def create_inference(request: Request, name: str) -> Response:
     "/models/{name}/versions/{version}/infer", responses=OIP_INFER, openapi_extra=_INFER_DOC
 )
 async def create_version_inference(request: Request, name: str, version: str) -> Response:
-    """Inference on a named version (the served one)."""
+    """Inference on a named version."""
     return await _infer(request, name, version)
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    rt = _runtime(request, name, version)
-    core = state_of(request).ready_core()
     if request.headers.get("content-encoding", "identity") != "identity":
         raise InvalidInput("compressed request bodies (Content-Encoding) are not supported")
     body = await request.body()
+    # Chosen once the body is in: from here to admission nothing awaits, so a model being
+    # unloaded either still counts this request as in flight or has answered it 404.
+    served = _served(request, name, version)
+    rt = served.runtime
+    core = state_of(request).ready_core(served)
     req = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), rt.meta)
     tensors = await _run(core, req)
     content, headers = oip.encode_response(
@@ -251,3 +264,81 @@ async def _run(core, req: oip.InferRequest) -> dict[str, np.ndarray]:
         out[oip.OUTPUT_HN] = np.stack([r.h for r in results])
     # keep the client's order of requested outputs
     return {k: out[k] for k in req.outputs}
+
+
+# ---- the model repository extension -------------------------------------------------------------
+@router.post(
+    "/repository/index", response_model=list[oip.RepositoryModel], responses=OIP_REPOSITORY
+)
+async def get_repository_index(request: Request) -> JSONResponse:
+    """Every model version in the model repository, loaded or not, with its state."""
+    models = _repository(request)
+    body = await request.body()
+    ready_only = _params_flag(body, "ready")
+    loaded = {(s.name, s.version): s for s in models.all()}
+    index = []
+    try:
+        found = await asyncio.to_thread(scan, models.root)  # type: ignore[arg-type]
+    except RepositoryError as e:
+        raise InvalidInput(str(e)) from None
+    for name, versions in found.items():
+        for version in versions:
+            s = loaded.pop((name, version), None)
+            state = "READY" if s is not None and s.ready else "UNAVAILABLE"
+            index.append(oip.RepositoryModel(name=name, version=version, state=state))
+    for name, version in loaded:  # loaded, its directory removed since
+        index.append(oip.RepositoryModel(name=name, version=version, state="READY"))
+    if ready_only:
+        index = [m for m in index if m.state == "READY"]
+    index.sort(key=lambda m: (m.name, version_key(m.version) or ()))
+    return JSONResponse([m.model_dump() for m in index])
+
+
+@router.post("/repository/models/{name}/load", responses=OIP_REPOSITORY)
+async def load_model(request: Request, name: str) -> JSONResponse:
+    """Load model `name` from the repository: versions not served yet are loaded and warmed
+    up before they take requests (versions whose directory is gone are unloaded); every
+    other model keeps serving meanwhile."""
+    models = _repository(request)
+    try:
+        await models.load(name)
+    except (RepositoryError, ArtifactError, DeviceError) as e:
+        raise InvalidInput(str(e)) from None
+    return JSONResponse({})
+
+
+@router.post("/repository/models/{name}/unload", responses=OIP_REPOSITORY)
+async def unload_model(request: Request, name: str) -> JSONResponse:
+    """Unload every version of `name`: new requests for it get 404 at once, admitted ones
+    finish (within shutdown_grace_s), its streams get their resume tokens."""
+    models = _repository(request)
+    await models.unload(name, state_of(request).settings.shutdown_grace_s)
+    return JSONResponse({})
+
+
+def _repository(request: Request) -> ModelRepository:
+    state = state_of(request)
+    if state.models is None:
+        raise NotReady("the models are still loading", headers={"Retry-After": "1"})
+    if state.models.root is None:
+        raise InvalidInput(
+            "this server serves one model file, not a model repository (serve a directory "
+            "of <name>/<version>/model.onnx to load and unload models)"
+        )
+    return state.models
+
+
+def _params_flag(body: bytes, key: str) -> bool:
+    """`key` of an optional JSON body ({"ready": true} in the index request)."""
+    if not body.strip():
+        return False
+    try:
+        req = json.loads(body)
+    except ValueError:
+        raise InvalidInput("the request body is not valid JSON") from None
+    if not isinstance(req, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    value = req.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key!r} must be true or false")
+    return value

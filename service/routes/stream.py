@@ -20,6 +20,9 @@ async def stream_session(ws: WebSocket) -> None:
     if not state.readiness()[0] or state.streams is None:
         await ws.close(ws_status.WS_1013_TRY_AGAIN_LATER, "the model is not ready yet")
         return
+    if not state.served():
+        await ws.close(ws_status.WS_1013_TRY_AGAIN_LATER, "no model is loaded")
+        return
     try:
         await Connection(ws, state).serve()
     except SessionFull as e:

@@ -56,10 +56,6 @@ async def create_timeseries_forecast(req: TimeSeriesRequest, core: CoreDep) -> T
     """Forecast each named series; `frequency` and `start_timestamp` give the forecast's start,
     and Y, Q and M (year, quarter, month) also pick the quantiles calibrated for yearly,
     quarterly and monthly series when the model has them."""
-    if req.model is not None and req.model != core.meta.name:
-        raise InvalidInput(
-            f"this server serves model {core.meta.name!r}, not {req.model!r}", "model"
-        )
     core.check_items(len(req.inputs), "inputs")
     horizon = core.check_horizon(req.options.horizon, "options.horizon")
     levels = core.check_quantiles(req.options.quantiles or [], "options.quantiles")

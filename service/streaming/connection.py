@@ -19,7 +19,8 @@ import numpy as np
 from starlette import status as ws_status
 from starlette.websockets import WebSocket
 
-from service.errors import ServiceError
+from service.errors import InvalidInput, ServiceError, TokenMismatch
+from service.repository import Served, UnknownModel, describe
 from service.state import ServiceState
 from service.streaming.protocol import (
     Command,
@@ -34,16 +35,20 @@ from service.streaming.protocol import (
     state_json,
 )
 from service.streaming.session import Phase, StreamSession
+from service.tokens import token_identity
 
 log = logging.getLogger("gru_serve.stream")
 
 
 class Connection:
     def __init__(self, ws: WebSocket, state: ServiceState) -> None:
-        assert state.core is not None and state.tokens is not None and state.streams is not None
-        self.ws, self.core, self.registry = ws, state.core, state.streams
-        self.settings, self.metrics = state.settings, state.metrics
-        self.session = StreamSession(state.core, state.tokens)
+        assert state.models is not None and state.streams is not None
+        # Until `start` names one, the default model (any served one when there are several:
+        # a session that has not started runs nothing).
+        first = state.default or state.served()[0]
+        self.ws, self.core, self.registry = ws, first.core, state.streams
+        self.state, self.settings, self.metrics = state, state.settings, state.metrics
+        self.session = StreamSession(first.core, first.tokens)
         self._queue: deque[Command] = deque()
         self._units = 0
         self._wake = asyncio.Event()
@@ -160,10 +165,12 @@ class Connection:
                         f"message of {size} bytes exceeds {s.max_message_bytes}",
                     )
                 cmd = (
-                    parse_text(self.core, s, text)
+                    parse_text(self.core, s, text, self._resolve)
                     if text is not None
                     else parse_binary(self.core, s, data or b"")
                 )
+                if cmd.kind == "start":
+                    self.core = cmd.args["served"].core  # frames after it are for its model
             except ServiceError as e:
                 cmd = Command("error", {"error": e})
             except Fatal as e:
@@ -173,6 +180,27 @@ class Connection:
             self._push(cmd)
             if cmd.kind == "close":
                 return "handed_off"
+
+    def _resolve(self, model: str | None, version: str | None, resume: object) -> Served:
+        """The model version a `start` runs on: the one it names; else, resuming, the one its
+        token names (a stream stays on the version it started on, whatever is loaded
+        beside it); else the default."""
+        models = self.state.models
+        assert models is not None
+        if model is not None or version is not None or resume is None:
+            return models.resolve(model, version)
+        identity = token_identity(resume)
+        if identity is not None:
+            with contextlib.suppress(UnknownModel):
+                return models.resolve(*identity)
+        if models.default is not None or identity is None:
+            return models.default or models.all()[0]  # its codec says what is wrong
+        name, version = identity
+        raise TokenMismatch(
+            f"the resume token belongs to model {name!r} version {version!r}, which this "
+            f"server does not serve (served: {describe(models.all())})",
+            "resume",
+        )
 
     # worker --------------------------------------------------------------------------------------
     async def _work(self) -> None:
@@ -223,8 +251,11 @@ class Connection:
             await self._steps(cmd)
         elif cmd.kind == "start":
             a = cmd.args
+            served = a["served"]
+            if ses.phase is Phase.NEW:
+                ses.use(served.core, served.tokens)
             await ses.start(a["history"], a["resume"], a["options"], a["scaling"])
-            await self._send_text(ready_json(ses, self.core.meta))
+            await self._send_text(ready_json(ses, ses.core.meta))
         elif cmd.kind == "forecast":
             f = await ses.forecast(cmd.args["horizon"], cmd.args["quantiles"])
             await self._send_text(forecast_json(f))
@@ -243,6 +274,11 @@ class Connection:
         while self._queue and self._queue[0].kind == "step" and total + self._queue[0].units <= cap:
             cmds.append(await self._pop())
             total += cmds[-1].units
+        if first.args["x"].shape[1] != self.session.core.meta.input_size:
+            # parsed for the model a refused second `start` named, not this session's
+            raise InvalidInput(
+                f"expected {self.session.core.meta.input_size} value(s) per observation", "x"
+            )
         x = cmds[0].args["x"] if len(cmds) == 1 else np.concatenate([c.args["x"] for c in cmds])
         on_request = self.session.options.output_on_request
         wanted: list[bool] = []

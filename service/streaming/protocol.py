@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette import status as ws_status
 from export.contract import ArtifactMeta
 from service.core import InferenceCore
 from service.errors import InvalidInput, MalformedMessage, ServiceError, TooManySteps, UnknownType
+from service.repository import Served
 from service.settings import Settings
 from service.streaming.session import ForkForecast, StepOutput, StreamOptions, StreamSession
 from service.translate import quantile_key, series_out
@@ -42,7 +44,7 @@ class Command:
 
 
 _FIELDS = {
-    "start": {"type", "history", "resume", "options", "scaling"},
+    "start": {"type", "history", "resume", "options", "scaling", "model", "version"},
     "step": {"type", "x", "output"},
     "forecast": {"type", "horizon", "quantiles"},
     "reset": {"type"},
@@ -119,8 +121,15 @@ def _options(core: InferenceCore, raw: Any) -> StreamOptions:
     )
 
 
-def parse_text(core: InferenceCore, settings: Settings, text: str) -> Command:
-    """One JSON text frame -> a validated Command; ServiceError says what is wrong."""
+# (model, version, resume token) of a `start` -> the model version the session runs on
+Resolver = Callable[[str | None, str | None, Any], Served]
+
+
+def parse_text(
+    core: InferenceCore, settings: Settings, text: str, resolve: Resolver | None = None
+) -> Command:
+    """One JSON text frame -> a validated Command; ServiceError says what is wrong. A
+    `start` is validated against the model version `resolve` picks (args["served"])."""
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError) as e:
@@ -155,6 +164,13 @@ def parse_text(core: InferenceCore, settings: Settings, text: str) -> Command:
         )
     if kind == "start":
         args: dict[str, Any] = {"history": None, "resume": None, "options": None, "scaling": None}
+        if resolve is not None:
+            names = [msg.get(k) for k in ("model", "version")]
+            for k, v in zip(("model", "version"), names, strict=True):
+                if v is not None and not isinstance(v, str):
+                    raise InvalidInput(f"{k} must be a string, got {type(v).__name__}", k)
+            served = args["served"] = resolve(names[0], names[1], msg.get("resume"))
+            core = served.core
         if msg.get("history") is not None:
             args["history"] = _observations(core, msg["history"], "history")
         if msg.get("resume") is not None:

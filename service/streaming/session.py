@@ -88,17 +88,22 @@ class StreamSession:
     """One stream's state. Callers serialise calls (one in flight at a time)."""
 
     def __init__(self, core: InferenceCore, codec: TokenCodec) -> None:
-        self.core = core
-        self.codec = codec
         self.id = uuid.uuid4().hex
         self.phase = Phase.NEW
         self.options = StreamOptions()
-        self.h = core.zero_state()
         self.step = 0
-        self.loc = np.zeros(core.meta.input_size, np.float32)
-        self.scale = np.ones(core.meta.input_size, np.float32)
         self.last_y: np.ndarray | None = None  # (O,) scaled
         self._offsets: dict[float, float] = {}
+        self.use(core, codec)
+
+    def use(self, core: InferenceCore, codec: TokenCodec) -> None:
+        """Run on this model version (chosen by `start`; the session keeps it from then on)."""
+        if self.phase is not Phase.NEW:
+            raise AlreadyStarted("the session is already started; send `reset` to start over")
+        self.core, self.codec = core, codec
+        self.h = core.zero_state()
+        self.loc = np.zeros(core.meta.input_size, np.float32)
+        self.scale = np.ones(core.meta.input_size, np.float32)
 
     # ---- life cycle ----------------------------------------------------------------------
     async def start(

@@ -400,8 +400,9 @@ def test_timeseries_forecast_rejects_other_model_name(client):
     body = ts_body([1.0, 2.0])
     body["model"] = "not-this-one"
     r = client.post("/v1/timeseries/forecast", json=body)
-    assert r.status_code == 422
+    assert r.status_code == 404  # an unknown model, as on every door
     assert r.json()["error"]["field"] == "model"
+    assert "not-this-one" in r.json()["error"]["message"]
 
 
 # ---- metadata, health, readiness ----------------------------------------------------------------
