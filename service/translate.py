@@ -8,10 +8,18 @@ from service.errors import InvalidInput
 
 
 def to_array(value: list, field: str) -> np.ndarray:
+    """JSON numbers -> float32; a finite number past float32's range (1e39) is refused as too
+    large, not reported as the infinity the cast would make of it."""
     try:
-        return np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            a = np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError):
         raise InvalidInput("rows must all have the same number of values", field) from None
+    if not np.isfinite(a).all() and np.isfinite(np.asarray(value, dtype=np.float64)).all():
+        raise InvalidInput(
+            "values too large to scale: beyond float32's range (about +-3.4e38)", field
+        )
+    return a
 
 
 def series_out(values: np.ndarray) -> list:

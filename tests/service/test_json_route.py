@@ -136,3 +136,17 @@ def test_openapi_still_declares_the_body_models(client):
         body = spec["paths"][path]["post"]["requestBody"]
         ref = body["content"]["application/json"]["schema"]["$ref"]
         assert ref == f"#/components/schemas/{model.__name__}" and body["required"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/forecast", {"series": [[1.0, 2.0, 1e39]]}, "series.0"),
+        ("/v1/hidden", {"inputs": [{"x": [[1e39]]}]}, "inputs.0.x"),
+    ],
+)
+def test_a_number_past_float32_is_too_large_not_infinite(client, path, body, field):
+    r = client.post(path, json=body)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == field and err["message"].startswith("values too large to scale")
