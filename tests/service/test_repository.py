@@ -379,3 +379,42 @@ def test_load_and_unload_under_traffic_lose_no_request(repo: Path, serve_process
         else:  # only beta's, while it was out: a clean 404 naming it, never a failure
             assert (model, status, got["error"]["code"]) == ("beta", 404, "not_found"), got
     assert all(s == 200 for m, s, _ in answers if m == "alpha")
+
+
+def test_unloading_a_model_hands_its_streams_their_tokens(repo: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with _client(repo) as c:
+        with c.websocket_connect("/v1/stream") as ws:
+            ws.send_json({"type": "start", "history": [1.0, 2.0, 4.0], "model": "beta"})
+            assert ws.receive_json()["type"] == "ready"
+            assert c.post("/v2/repository/models/beta/unload").status_code == 200
+            last = ws.receive_json()
+            assert (last["type"], last["step"]) == ("state", 3)
+            assert last["reason"] == "model beta 1.0.0 unloaded"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1001
+        assert c.post("/v2/repository/models/beta/load").status_code == 200
+        with c.websocket_connect("/v1/stream") as ws:  # loaded again: the token resumes
+            ws.send_json({"type": "start", "resume": last["token"]})
+            again = ws.receive_json()
+            assert (again["type"], again["model"], again["step"]) == ("ready", "beta", 3)
+
+
+def test_serve_refuses_a_bad_repository_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from service_helpers import serve_command, serve_env
+
+    (tmp_path / "m" / "latest").mkdir(parents=True)
+    p = subprocess.run(
+        serve_command(model_path=tmp_path, port=0, device="cpu"),
+        env=serve_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert "latest: expected version directories" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
