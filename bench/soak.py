@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from bench.load import _read_response, build_request
 from bench.load import run_load as rest_closed_loop
 from bench.rest import request_body
 from bench.results import machine, table
-from bench.stream import HISTORY, Closed, WsClient, client_frame
+from bench.stream import HISTORY, WsClient, client_frame
 from bench.stream import run_load as stream_closed_loop
 from bench.wrk import parse as parse_wrk
 
@@ -88,32 +87,10 @@ async def paced_rest_client(port: int, request: bytes, period_s: float, stop: fl
             await writer.wait_closed()
 
 
-class PongingClient(WsClient):
-    """The bench's lean websocket client, answering the server's pings (a soak outlives
-    ws_ping_interval_s; a client that never answers is closed as half-open)."""
-
-    async def recv(self) -> bytes:
-        while True:
-            b0, b1 = await self.reader.readexactly(2)
-            n = b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(n)
-            opcode = b0 & 0x0F
-            if opcode == 8:
-                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
-            if opcode == 9:
-                self.writer.write(client_frame(payload, opcode=0xA))
-            elif opcode != 0xA:
-                return payload
-
-
 async def paced_session(port: int, period_s: float, stop: float, rec: Records) -> None:
     """One stream session sending a step every `period_s` and timing its output."""
     try:
-        ws = await PongingClient.connect(port, "/v1/stream")
+        ws = await WsClient.connect(port, "/v1/stream")
     except (OSError, RuntimeError) as e:
         rec.errors.append((time.perf_counter(), f"connect: {e}"))
         return

@@ -102,16 +102,23 @@ class WsClient:
         return cls(reader, writer)
 
     async def recv(self) -> bytes:
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        payload = await self.reader.readexactly(n)
-        if b0 & 0x0F == 8:
-            raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
-        return payload
+        """The next data frame; a ping is answered (a long run outlives ws_ping_interval_s,
+        and a client that never answers is closed as half-open), a pong skipped."""
+        while True:
+            b0, b1 = await self.reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await self.reader.readexactly(n)
+            opcode = b0 & 0x0F
+            if opcode == 8:
+                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
+            if opcode == 9:
+                self.writer.write(client_frame(payload, opcode=0xA))
+            elif opcode != 0xA:
+                return payload
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
