@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cli_common import CliError
 from cli_common.extras import require_train_extra
+from cli_common.identity import check_identity
 from cli_common.paths import check_output_file
 
 DEFAULT_CHECKPOINT = "artifacts/checkpoint.pt"
@@ -49,6 +50,17 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         default="cpu",
         help="graph family: cpu (one ONNX GRU node per layer, the default) or cuda (the step "
         "in operators the CUDA provider runs, every node on the GPU)",
+    )
+    p.add_argument(
+        "--name",
+        help="the model's name in the artifact, /v1/models and resume tokens (default: the "
+        "checkpoint's)",
+    )
+    p.add_argument(
+        "--version",
+        dest="model_version",
+        metavar="VERSION",
+        help="the model's version (default: the checkpoint's)",
     )
     p.set_defaults(run=run_export)
 
@@ -92,11 +104,17 @@ def run_export(args: argparse.Namespace) -> int:
     from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
     from export.cuda_graph import build_cuda_model
     from export.cuda_kernels import unsupported_nodes
+    from export.digest import weights_digest
     from export.graph import build_model
     from export.verify import TOLERANCE, check_parity
     from model.checkpoint import load_checkpoint
 
     out = Path(args.out or (DEFAULT_CUDA_OUT if args.target == "cuda" else DEFAULT_OUT))
+    if args.name is not None or args.model_version is not None:
+        check_identity(
+            "-" if args.name is None else args.name,
+            "-" if args.model_version is None else args.model_version,
+        )
     _check_out_dir(out)
     try:
         model, info = load_checkpoint(args.checkpoint)
@@ -113,9 +131,16 @@ def run_export(args: argparse.Namespace) -> int:
     }
     try:
         meta = meta_from_checkpoint(model.config, info if isinstance(info, dict) else {}, versions)
-        meta = replace(meta, target=args.target)
+        weights = weights_from_model(model)
+        meta = replace(
+            meta,
+            target=args.target,
+            name=meta.name if args.name is None else args.name,
+            version=meta.version if args.model_version is None else args.model_version,
+            weights_sha256=weights_digest(weights, meta.variant),
+        )
         build = build_cuda_model if args.target == "cuda" else build_model
-        proto = build(weights_from_model(model), meta)
+        proto = build(weights, meta)
     except (ValueError, TypeError) as e:
         raise CliError(f"cannot export {args.checkpoint}: {e}") from None
     off_gpu = unsupported_nodes(proto) if args.target == "cuda" else []

@@ -128,6 +128,7 @@ class ArtifactMeta:
     versions: dict = field(default_factory=dict)  # torch / onnx versions that made it
     opset: int = OPSET
     target: str = "cpu"  # the graph family (TARGETS)
+    weights_sha256: str = ""  # export.digest.weights_digest of the checkpoint ("": not recorded)
 
     def to_props(self) -> dict[str, str]:
         d = asdict(self)
@@ -135,6 +136,8 @@ class ArtifactMeta:
             # Absent means cpu: the default artifact stays byte-identical to the ones exported
             # before targets existed, and those still read as what they are.
             del d["target"]
+        if not d["weights_sha256"]:
+            del d["weights_sha256"]  # artifacts written without a digest stay as they were
         return {META_PREFIX + k: json.dumps(v) for k, v in d.items()}
 
     @classmethod

@@ -93,9 +93,9 @@ def run_three(model, session, x, h0, lengths):
     )
 
 
-def write_checkpoint(path: Path, variant: str = "cho2014", **info_overrides) -> Path:
+def write_checkpoint(path: Path, variant: str = "cho2014", seed: int = 0, **info_overrides) -> Path:
     """A small but complete checkpoint, shaped like the ones `gru-serve train` writes."""
-    model = torch_model(variant, hidden_size=8)
+    model = torch_model(variant, hidden_size=8, seed=seed)
     info = dict(
         name="tiny-ckpt",
         version="0.1.0",

@@ -13,8 +13,9 @@ import onnxruntime as ort
 import pytest
 from export_helpers import TOL, run_reference
 
-from export.checkpoint_weights import meta_from_checkpoint
+from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
 from export.contract import ArtifactMeta
+from export.digest import weights_digest
 from export.verify import max_abs_error, run_onnx, run_torch
 from model.checkpoint import load_checkpoint
 from service.cli import main
@@ -57,7 +58,9 @@ def real_looking_batch(meta: ArtifactMeta, steps: int, seed: int = 0):
 def test_bundled_metadata_matches_checkpoint(bundled):
     model, info, _, meta = bundled
     expected = meta_from_checkpoint(model.config, info, versions={})
-    assert replace(meta, versions={}) == replace(expected, versions={})
+    digest = weights_digest(weights_from_model(model), model.config.variant)
+    assert meta.weights_sha256 == digest  # the served weights are the checkpoint's
+    assert replace(meta, versions={}) == replace(expected, versions={}, weights_sha256=digest)
     assert {k: meta.versions[k] for k in expected.versions} == expected.versions
     assert {"torch", "onnx", "onnxruntime"} <= meta.versions.keys()
     assert meta.quantile_levels and meta.metrics  # the service needs both from the file alone

@@ -200,3 +200,46 @@ def test_export_output_is_deterministic(tmp_path, capsys):
     for out in (a, b):
         assert run_cli(capsys, "--checkpoint", str(ckpt), "--out", str(out))[0] == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def _meta_of(path: Path) -> ArtifactMeta:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ArtifactMeta.from_props(session.get_modelmeta().custom_metadata_map)
+
+
+def test_export_records_the_weights_digest_and_takes_name_and_version(tmp_path, capsys):
+    from export.checkpoint_weights import weights_from_model
+    from export.digest import weights_digest
+
+    ckpt = write_checkpoint(tmp_path / "ckpt.pt")
+    other = write_checkpoint(tmp_path / "other.pt", seed=1)
+    plain, renamed, cuda, second = (tmp_path / f"{n}.onnx" for n in ("a", "b", "c", "d"))
+    assert run_cli(capsys, "--checkpoint", str(ckpt), "--out", str(plain))[0] == 0
+    argv = ["--checkpoint", str(ckpt), "--out", str(renamed), "--name", "demo", "--version", "7"]
+    assert run_cli(capsys, *argv)[0] == 0
+    assert (
+        run_cli(capsys, "--checkpoint", str(ckpt), "--out", str(cuda), "--target", "cuda")[0] == 0
+    )
+    assert run_cli(capsys, "--checkpoint", str(other), "--out", str(second))[0] == 0
+    model, _ = load_checkpoint(ckpt)
+    digest = weights_digest(weights_from_model(model), model.config.variant)
+    a, b, c, d = (_meta_of(p) for p in (plain, renamed, cuda, second))
+    assert a.weights_sha256 == b.weights_sha256 == c.weights_sha256 == digest  # one set of weights
+    assert d.weights_sha256 != digest and len(digest) == 64  # other weights, same name
+    assert (a.name, a.version) == ("tiny-ckpt", "0.1.0") and (b.name, b.version) == ("demo", "7")
+
+
+@pytest.mark.parametrize("flag", ["--name", "--version"])
+def test_export_refuses_an_unusable_name_or_version(tmp_path, capsys, flag):
+    out = tmp_path / "gru.onnx"
+    rc, _, err = run_cli(
+        capsys,
+        "--checkpoint",
+        str(write_checkpoint(tmp_path / "c.pt")),
+        "--out",
+        str(out),
+        flag,
+        "",
+    )
+    assert rc == 2 and err.count("\n") == 1 and f"{flag} must be printable" in err
+    assert not out.exists()

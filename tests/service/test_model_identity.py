@@ -46,3 +46,10 @@ def test_a_token_of_other_weights_is_refused_with_token_mismatch(tmp_path):
     assert (err["type"], err["code"], err["field"]) == ("error", "token_mismatch", "resume")
     assert "other weights" in err["message"]
     assert ready["type"] == "ready" and ready["step"] == 3
+
+
+def test_an_artifact_that_records_its_weights_digest_is_known_by_it(tmp_path):
+    path = write_tiny_artifact(tmp_path / "m.onnx", weights_sha256="ab" * 32)
+    with _client(path) as c:
+        wait_ready(c)
+        assert c.get("/v1/models").json()["models"][0]["weights_sha256"] == "ab" * 32
