@@ -163,6 +163,15 @@ class ArtifactMeta:
                 raise ValueError(f"metadata {META_PREFIX}{required} is missing")
         if raw["variant"] not in VARIANTS:
             raise ValueError(f"metadata variant {raw['variant']!r} is not one of {VARIANTS}")
+        digest = raw.get("weights_sha256", "")
+        if digest and not (
+            isinstance(digest, str)
+            and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)
+        ):
+            raise ValueError(
+                f"metadata weights_sha256 must be 64 lowercase hex digits, got {digest!r}"
+            )
         if raw.get("target", "cpu") not in TARGETS:
             raise ValueError(f"metadata target {raw['target']!r} is not one of {TARGETS}")
         for k in ("input_size", "hidden_size", "num_layers", "output_size"):

@@ -153,15 +153,20 @@ def load_runtimes(settings: Settings) -> list[Runtime]:
     ]
 
 
+_CLOSING: set[asyncio.Task] = set()
+
+
 def _close_streams(state: ServiceState, served: Served) -> None:
     """A model version is unloading: its streams get their resume tokens, then 1001."""
     if state.streams is None:
         return
     for handle in state.streams.handles():
         if handle.session.core is served.core:
-            asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 handle.server_close(1001, f"model {served.name} {served.version} unloaded")
             )
+            _CLOSING.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(_CLOSING.discard)
 
 
 async def _warm_up(state: ServiceState) -> None:

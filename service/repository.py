@@ -65,6 +65,8 @@ def version_key(version: str) -> tuple | None:
 
 
 def _check_name(name: str, what: str, where: Path) -> None:
+    if name.startswith(".") or "/" in name:  # not ".." or a hidden folder: inside the root only
+        raise RepositoryError(f"{where}: a {what} must not start with '.' or hold '/'")
     if not name.isprintable() or len(name.encode()) > 255:
         raise RepositoryError(f"{where}: a {what} must be printable and at most 255 bytes")
 
@@ -72,7 +74,7 @@ def _check_name(name: str, what: str, where: Path) -> None:
 def scan_model(root: Path, name: str) -> dict[str, Path]:
     """The versions of model `name` under `root`: version -> its model.onnx."""
     model_dir = root / name
-    if not model_dir.is_dir():
+    if name.startswith(".") or "/" in name or not model_dir.is_dir():
         raise UnknownModel(f"no model {name!r} in the model repository")
     _check_name(name, "model name", model_dir)
     versions: dict[str, Path] = {}
@@ -157,6 +159,7 @@ class ModelRepository:
         self._observer = observer  # (name, version) -> its batch observer (metrics' labels)
         self._models: dict[str, list[Served]] = {}  # name -> versions, highest first
         self.default: Served | None = None  # what a request naming no model gets
+        self.only: Served | None = None  # the one version, when exactly one is served
         self._lock = asyncio.Lock()
         self.on_change: list[Callable[[], None]] = []
         self.on_add: list[Callable[[Served], None]] = []
@@ -165,7 +168,8 @@ class ModelRepository:
     # ---- the table -----------------------------------------------------------------------
     def all(self) -> list[Served]:
         """Every loaded version, by model name, highest version first."""
-        return [s for name in sorted(self._models) for s in self._models[name]]
+        # a snapshot of the items: the probe port's thread reads this while a model unloads
+        return [s for _, versions in sorted(list(self._models.items())) for s in versions]
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -179,8 +183,10 @@ class ModelRepository:
         if name is None:
             if self.default is not None and version is None:
                 return self.default  # the hot path: one model, no choice made
+            if not self._models:
+                raise UnknownModel("no model is loaded: load one (POST /v2/repository/...)")
             if len(self._models) != 1:
-                choices = ", ".join(self.names()) or "none loaded"
+                choices = ", ".join(self.names())
                 raise InvalidInput(
                     f"this server serves several models: name one in `model` ({choices})",
                     "model",
@@ -202,10 +208,12 @@ class ModelRepository:
         )
 
     def _changed(self) -> None:
-        self.default = None
+        self.default = self.only = None
         if len(self._models) == 1:
             (versions,) = self._models.values()
             self.default = versions[0]
+            if len(versions) == 1:
+                self.only = versions[0]
         for hook in self.on_change:
             hook()
 
@@ -260,7 +268,7 @@ class ModelRepository:
                 if version in have:
                     continue
                 rt = await asyncio.to_thread(load_runtime, self.settings, path, name, version)
-                served = self.prepare(rt)
+                served = await asyncio.to_thread(self.prepare, rt)  # may hash the file
                 try:
                     await self.start(served)  # warmed up before the first request reaches it
                 except Exception:
@@ -287,11 +295,19 @@ class ModelRepository:
                     f"unknown model {name!r}; served: {', '.join(self.names()) or 'none'}"
                 )
             gone = list(versions)
+            # All versions out of the table first: while one drains, no older one may become
+            # the answer to requests naming no version.
             for served in gone:
-                await self._retire(served, grace_s)
+                self._take_out(served)
+            await asyncio.gather(*(self._finish(served, grace_s) for served in gone))
             return gone
 
     async def _retire(self, served: Served, grace_s: float) -> None:
+        self._take_out(served)
+        await self._finish(served, grace_s)
+
+    def _take_out(self, served: Served) -> None:
+        """Out of the table (new requests get 404), and its streams get their tokens."""
         versions = [s for s in self._models.get(served.name, ()) if s is not served]
         if versions:
             self._models[served.name] = versions
@@ -300,7 +316,10 @@ class ModelRepository:
         self._changed()
         served.ready = False
         for hook in self.on_remove:
-            hook(served)  # streams on it get their tokens
+            hook(served)
+
+    async def _finish(self, served: Served, grace_s: float) -> None:
+        """Its admitted rows finish within `grace_s`, then its batcher stops."""
         await drain(served.core, grace_s)
         await served.core.stop()
         log.info("model %s %s unloaded", served.name, served.version)

@@ -45,6 +45,12 @@ class ServiceState:
         return d.core if d is not None else None
 
     @property
+    def sole_core(self) -> InferenceCore | None:
+        """The core when exactly one model version is served: every request goes to it."""
+        only = self.models.only if self.models is not None else None
+        return only.core if only is not None else None
+
+    @property
     def runtime(self) -> Runtime | None:
         d = self.default
         if d is not None:

@@ -6,7 +6,8 @@ solves the dependencies. A `JsonRoute` endpoint is declared the ordinary way,
 exactly what is validated; but its handler parses and validates the body with the model's
 own `model_validate_json` (in Rust, no intermediate Python objects) and hands the endpoint
 the ready core directly, as the route's own ASGI app. Errors keep FastAPI's order: a body that is not JSON is a 400
-first, then a server that is not ready a 503, then invalid input a 422.
+first, then a server that is not ready a 503, then invalid input a 422; a request already
+late for the queue deadline is refused (503) before its body is decoded.
 """
 
 from __future__ import annotations
@@ -94,21 +95,22 @@ class JsonRoute(APIRoute):
         try:
             started = scope.get("state", {}).get("started_at")
             waited = None
-            default = state.core
+            sole = state.sole_core
             if parts == 1 and started is not None:
                 # A body that came whole was ready when the request began: time since then
                 # was spent waiting in a busy event loop, and counts against the deadline.
-                # (A body sent in parts took the client's time: that is not counted.)
+                # (A body sent in parts took the client's time: that is not counted.) With
+                # one model served this is judged before decoding; else on the chosen one.
                 waited = time.perf_counter() - started
-                if default is not None:
-                    default.check_deadline(waited)
+                if sole is not None:
+                    sole.check_deadline(waited)
             content_type = _header(scope, b"content-type")
             req = decode(self.body_model, body, content_type, state)
             # Every body model has optional `model` and `version`: one model and neither
             # given is the repository's fast path, a dictionary lookup otherwise.
             served = state.resolve(getattr(req, "model", None), getattr(req, "version", None))
             core = state.ready_core(served)
-            if waited is not None and core is not default:
+            if waited is not None and core is not sole:
                 core.check_deadline(waited)  # the chosen model's own queue
             response = json_response(await self.endpoint(req, core))
         except ServiceError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -50,6 +51,8 @@ class OipRoute(APIRoute):
 
         return handle
 
+
+log = logging.getLogger("gru_serve.oip")
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
 
@@ -304,6 +307,11 @@ async def load_model(request: Request, name: str) -> JSONResponse:
         await models.load(name)
     except (RepositoryError, ArtifactError, DeviceError) as e:
         raise InvalidInput(str(e)) from None
+    except ServiceError:
+        raise
+    except Exception as e:  # e.g. a failed warm-up: the model stays unloaded, the server serves
+        log.exception("loading model %s failed", name)
+        raise InvalidInput(f"cannot load model {name!r}: {type(e).__name__}: {e}") from None
     return JSONResponse({})
 
 

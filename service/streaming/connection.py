@@ -169,8 +169,10 @@ class Connection:
                     if text is not None
                     else parse_binary(self.core, s, data or b"")
                 )
-                if cmd.kind == "start":
-                    self.core = cmd.args["served"].core  # frames after it are for its model
+                if cmd.kind == "start" and self.session.phase is Phase.NEW:
+                    # frames after it are for its model; a `start` on a started session is
+                    # refused (already_started) and must not change how they are read
+                    self.core = cmd.args["served"].core
             except ServiceError as e:
                 cmd = Command("error", {"error": e})
             except Fatal as e:

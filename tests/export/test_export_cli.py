@@ -3,6 +3,7 @@ one stderr line, exit 2 and no file (not even a temp file)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -243,3 +244,12 @@ def test_export_refuses_an_unusable_name_or_version(tmp_path, capsys, flag):
     )
     assert rc == 2 and err.count("\n") == 1 and f"{flag} must be printable" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("digest", ["zz" * 32, "abc", "AB" * 32, 7])
+def test_metadata_with_a_malformed_weights_digest_is_refused(digest):
+    props = {f"gru_serve.{k}": json.dumps(v) for k, v in {
+        "name": "m", "version": "1", "variant": "cho2014", "input_size": 1, "hidden_size": 2,
+        "num_layers": 1, "output_size": 1, "weights_sha256": digest}.items()}  # fmt: skip
+    with pytest.raises(ValueError, match="weights_sha256"):
+        ArtifactMeta.from_props(props)

@@ -418,3 +418,47 @@ def test_serve_refuses_a_bad_repository_in_one_line(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "latest: expected version directories" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+# ---- review fixes --------------------------------------------------------------------------------
+def test_unloading_takes_every_version_out_before_draining_any(tmp_path: Path, monkeypatch) -> None:
+    """While one version drains, an older one must not become the answer to requests naming
+    no version: all of a model's versions leave the table first."""
+    import service.repository as repository
+
+    _write(tmp_path, "alpha", "1")
+    _write(tmp_path, "alpha", "2")
+    seen: list[list[str]] = []
+    with _client(tmp_path) as c:
+        models = c.app.state.service.models
+        drain = repository.drain
+
+        async def watching(core, grace_s):
+            seen.append([s.version for s in models.versions("alpha")])
+            await drain(core, grace_s)
+
+        monkeypatch.setattr(repository, "drain", watching)
+        assert c.post("/v2/repository/models/alpha/unload").status_code == 200
+        r = c.post("/v1/forecast", json={"series": SERIES})
+    assert seen == [[], []]  # both drains ran with the table already empty
+    assert r.status_code == 404 and "no model is loaded" in r.json()["error"]["message"]
+
+
+def test_a_refused_second_start_does_not_change_how_steps_are_read(client: TestClient) -> None:
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start", "model": "alpha", "history": [1.0, 2.0, 3.0]})
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_json({"type": "start", "model": "beta", "history": [1.0, 2.0]})
+        assert ws.receive_json()["code"] == "already_started"
+        ws.send_json({"type": "step", "x": 5.0})
+        out = ws.receive_json()
+    assert out["type"] == "output" and out["step"] == 3
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_a_name_outside_the_repository_is_no_model(repo: Path, name: str) -> None:
+    from service.repository import UnknownModel, scan_model
+
+    (repo / "alpha" / ".hidden").mkdir(exist_ok=True)  # a folder there, but hidden
+    with pytest.raises(UnknownModel):
+        scan_model(repo / "alpha", name)  # ".." would be the repository root itself
