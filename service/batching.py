@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -129,12 +128,10 @@ class Batcher:
         return len(self._queue)
 
     def expected_wait_s(self, rows: int = 1) -> float:
-        """How long `rows` more rows would wait before their first run, at the recent pace:
-        the runs needed to reach them (max_rows rows each, the one in flight included)."""
-        ahead = len(self._queue) + (self.max_rows if self._inflight is not None else 0)
-        if ahead == 0:
-            return 0.0
-        return math.ceil((ahead + rows) / self.max_rows) * self._cycle_s
+        """How long `rows` more rows would wait before their first run starts, at the recent
+        pace: the run in flight, then one run per max_rows rows queued ahead of them."""
+        runs = (1 if self._inflight is not None else 0) + len(self._queue) // self.max_rows
+        return runs * self._cycle_s
 
     @property
     def alive(self) -> bool:
