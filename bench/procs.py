@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -73,13 +75,24 @@ class Server:
                 self.proc.wait()
 
 
-def start(name: str, cmd: list[str], port: int, ready_path: str, timeout_s: float = 60) -> Server:
-    """Start `cmd`, poll `ready_path` every 5 ms until 200; ready_s = Popen to first 200."""
+def start(
+    name: str,
+    cmd: list[str],
+    port: int,
+    ready_path: str,
+    timeout_s: float = 60,
+    tree: Path | None = None,
+) -> Server:
+    """Start `cmd`, poll `ready_path` every 5 ms until 200; ready_s = Popen to first 200.
+    With `tree` (a checkout, see `checkout`), the server runs that tree's code."""
     log_path = Path(tempfile.gettempdir()) / f"gru-bench-{name}-{port}.log"
+    env = clean_env()
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)  # ahead of the installed (editable) package
     with log_path.open("wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+            cmd, cwd=tree or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     deadline = t0 + timeout_s
     while time.perf_counter() < deadline:
@@ -126,3 +139,16 @@ def mean_rows(before: tuple[float, float], after: tuple[float, float]) -> float 
     """Mean rows per onnxruntime run between two batch_counters() readings."""
     runs = after[1] - before[1]
     return (after[0] - before[0]) / runs if runs else None
+
+
+def checkout(rev: str) -> Path:
+    """The repository's files at git revision `rev`, in a temporary folder (git archive)."""
+    tree = Path(tempfile.mkdtemp(prefix=f"gru-bench-{rev[:12]}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree

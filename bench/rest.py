@@ -65,15 +65,26 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
     return rows
 
 
-def compare_cpu(model, previous, body: bytes, levels, seconds: float, rounds: int = 2) -> dict:
+def compare_cpu(
+    model,
+    previous,
+    body: bytes,
+    levels,
+    seconds: float,
+    rounds: int = 2,
+    previous_tree=None,
+    label: str = "previous model",
+) -> dict:
     """Server CPU per request of the service on `model` against the same service on
-    `previous` (another artifact): both up at once, measured in turn at every level, `rounds`
+    `previous` (another artifact), or, with `previous_tree`, against the code of another
+    revision serving `previous`: both up at once, measured in turn at every level, `rounds`
     times each, so the machine's swings hit both sides of the ratio alike."""
     servers = {}
     try:
-        for name, path in (("service", model), ("previous", previous)):
+        for name, path, tree in (("service", model, None), ("previous", previous, previous_tree)):
             port = procs.free_port()
-            servers[name] = procs.start(name, procs.serve_cmd(path, port), port, "/readyz")
+            cmd = procs.serve_cmd(path, port)
+            servers[name] = procs.start(name, cmd, port, "/readyz", tree=tree)
         cpu: dict[str, dict[int, list[float]]] = {n: {c: [] for c in levels} for n in servers}
         for c in levels:
             for _ in range(rounds):
@@ -93,7 +104,7 @@ def compare_cpu(model, previous, body: bytes, levels, seconds: float, rounds: in
             "previous_cpu_ms_per_req": round(old, 3),
             "ratio": round(new / old, 2),
         }
-        print(f"  {c:3d} clients: CPU ms/req service {new:.3f}, previous model {old:.3f}")
+        print(f"  {c:3d} clients: CPU ms/req service {new:.3f}, {label} {old:.3f}")
     return out
 
 
@@ -168,6 +179,12 @@ def run(args) -> tuple[dict, str]:
         goals[f"service CPU/req <= {GOALS['cpu_vs_previous']} x previous model's at {top}"] = (
             cost[str(top)]["ratio"] <= GOALS["cpu_vs_previous"]
         )
+    if args.previous_code:
+        print(f"  server CPU per request against the code of {args.previous_code}:")
+        tree = procs.checkout(args.previous_code)
+        cost = compare_cpu(model, model, body, levels, args.seconds, previous_tree=tree,
+                           label=f"code of {args.previous_code}")  # fmt: skip
+        results["vs_previous_code"] = {"previous": args.previous_code, "levels": cost}
     results["goals"] = goals
     return results, markdown(results, levels, ratios)
 
@@ -221,15 +238,17 @@ def markdown(res: dict, levels, ratios) -> str:
     goals = table(
         ["goal", "met"], [[g, "yes" if ok else "**no**"] for g, ok in res["goals"].items()]
     )
-    if "vs_previous_model" in res:
-        prev = res["vs_previous_model"]
+    for key, what in (("vs_previous_model", "model"), ("vs_previous_code", "code")):
+        if key not in res:
+            continue
+        prev = res[key]
         cost = table(
-            ["clients", "service CPU ms/req", "previous model CPU ms/req", "ratio"],
+            ["clients", "service CPU ms/req", f"previous {what} CPU ms/req", "ratio"],
             [[c, r["service_cpu_ms_per_req"], r["previous_cpu_ms_per_req"], r["ratio"]]
              for c, r in prev["levels"].items()],
         )  # fmt: skip
         other += (
-            f"\n\nThe same service on the previous model ({prev['previous']}), in turn:\n\n{cost}"
+            f"\n\nThe same service on the previous {what} ({prev['previous']}), in turn:\n\n{cost}"
         )
     return (
         f"`POST {req['path']}`, one series of {req['series_length']} values, horizon "
@@ -246,4 +265,10 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--previous-model",
         help="another artifact: also compare the service's CPU per request on it, side by side",
+    )
+    p.add_argument(
+        "--previous-code",
+        metavar="REV",
+        help="a git revision: also compare the service's CPU per request with that revision's "
+        "code serving the same model, side by side (before/after figures of a change)",
     )

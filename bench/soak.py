@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from bench.rest import request_body
 from bench.results import machine, table
 from bench.stream import HISTORY, WsClient, client_frame
 from bench.stream import run_load as stream_closed_loop
-from bench.wrk import parse as parse_wrk
+from bench.wrk import run_wrk
 
 HERE = Path(__file__).resolve().parent
 GOALS = {"rss_growth_pct": 5.0, "errors": 0, "drift": 1.5}
@@ -119,16 +118,6 @@ async def paced_session(port: int, period_s: float, stop: float, rec: Records) -
         await ws.close()
 
 
-_WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open("{body}", "rb"))
-wrk.body = f:read("*a")
-f:close()
-function delay() return {delay_ms} end
-"""
-
-
 def wrk_interval(
     port: int, body_file: Path, rate: float, seconds: float, latency_ms: float
 ) -> dict:
@@ -136,12 +125,7 @@ def wrk_interval(
     not a rate: each connection pauses its share of the period less the last run's median
     latency."""
     delay_ms = max(0, round(REST_CLIENTS * 1000 / rate - latency_ms))
-    script = body_file.with_suffix(".lua")
-    script.write_text(_WRK_SCRIPT.format(body=body_file, delay_ms=delay_ms))
-    cmd = ["wrk", "-t1", f"-c{REST_CLIENTS}", f"-d{max(1, round(seconds))}s", "--latency",
-           "-s", str(script), f"http://127.0.0.1:{port}{PATH}"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30)
-    r = parse_wrk(out.stdout, REST_CLIENTS)
+    r = run_wrk(port, PATH, body_file.read_bytes(), REST_CLIENTS, seconds, delay_ms)
     return {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
             "errors": r.non_2xx + r.socket_errors}  # fmt: skip
 
@@ -155,16 +139,8 @@ def measure_capacity(port: int, body: bytes, seconds: float, use_wrk: bool) -> d
     rest = rest_closed_loop(port, PATH, body, REST_CLIENTS, seconds)
     cap = {"rest_rps": round(rest.rps, 1), "rest_client": "python"}
     if use_wrk:
-        with tempfile.TemporaryDirectory() as tmp:
-            body_file = Path(tmp, "body.json")
-            body_file.write_bytes(body)
-            script = Path(tmp, "post.lua")
-            script.write_text(_WRK_SCRIPT.format(body=body_file, delay_ms=0))
-            cmd = ["wrk", "-t1", f"-c{REST_CLIENTS}", f"-d{max(1, round(seconds))}s",
-                   "--latency", "-s", str(script), f"http://127.0.0.1:{port}{PATH}"]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            cap.update(rest_rps=round(parse_wrk(out.stdout, REST_CLIENTS).rps, 1))
-            cap["rest_client"] = "wrk"
+        cap.update(rest_rps=round(run_wrk(port, PATH, body, REST_CLIENTS, seconds).rps, 1))
+        cap["rest_client"] = "wrk"
     steps, _ = stream_closed_loop(port, STREAM_SESSIONS, True, seconds)
     cap["stream_steps_per_s"] = round(len(steps) / seconds, 1)
     return cap

@@ -22,6 +22,8 @@ local f = assert(io.open("{body}", "rb"))
 wrk.body = f:read("*a")
 f:close()
 """
+# wrk's delay() is a pause between an answer and the next request on a connection
+_PACED = "function delay() return {delay_ms} end\n"
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
 
@@ -40,13 +42,17 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(port: int, path: str, body: bytes, connections: int, seconds: float) -> WrkResult:
-    """One wrk run: `connections` keep-alive connections on one thread for `seconds`."""
+def run_wrk(
+    port: int, path: str, body: bytes, connections: int, seconds: float, delay_ms: int = 0
+) -> WrkResult:
+    """One wrk run: `connections` keep-alive connections on one thread for `seconds`, each
+    pausing `delay_ms` between an answer and its next request (0: closed loop)."""
     with tempfile.TemporaryDirectory() as tmp:
         body_file = Path(tmp, "body.json")
         body_file.write_bytes(body)
         script = Path(tmp, "post.lua")
-        script.write_text(_SCRIPT.format(body=body_file))
+        paced = _PACED.format(delay_ms=delay_ms) if delay_ms > 0 else ""
+        script.write_text(_SCRIPT.format(body=body_file) + paced)
         cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
                "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30)

@@ -32,14 +32,13 @@ from export.contract import (
     INPUT_WRITE_ROWS,
     INPUT_WRITE_SLOTS,
     INPUT_X,
-    OPSET,
     OUTPUT_HN,
     OUTPUT_HSEQ,
     OUTPUT_STATE,
     OUTPUT_Y,
     ArtifactMeta,
 )
-from export.graph import ForecasterWeights, LayerWeights
+from export.graph import ForecasterWeights, LayerWeights, finish_model
 
 RECURRENCES = ("scan", "loop", "step")
 FLOAT, INT32, INT64, BOOL = (
@@ -253,10 +252,4 @@ def build_cuda_model(
         ],
         initializer=g.inits,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gru-serve"
-    )
-    model.ir_version = 8  # readable by onnxruntime releases from 1.10 on
-    helper.set_model_props(model, meta.to_props())
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish_model(graph, meta)

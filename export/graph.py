@@ -131,6 +131,11 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
         ],
         initializer=inits,
     )
+    return finish_model(graph, meta)
+
+
+def finish_model(graph: onnx.GraphProto, meta: ArtifactMeta) -> onnx.ModelProto:
+    """A graph made an artifact (both targets): opset, IR version, metadata, full check."""
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gru-serve"
     )

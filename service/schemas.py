@@ -41,6 +41,19 @@ class ForecastState(Schema):
     scale: list[Number] = Field(description="per-feature scale fitted on the first history")
 
 
+# A request's choice of model (several models in one server, service/repository.py).
+ModelName = Annotated[
+    str | None,
+    Field(
+        description="the model to run (GET /v1/models lists them); may be left out when the "
+        "server serves one model"
+    ),
+]
+ModelVersion = Annotated[
+    str | None, Field(description="the model's version; absent: the highest one served")
+]
+
+
 class ForecastRequest(Schema):
     series: list[Series] = Field(
         min_length=1,
@@ -60,14 +73,8 @@ class ForecastRequest(Schema):
         "frequencies. Applies to every series of the request; the point forecast does not "
         "depend on it",
     )
-    model: str | None = Field(
-        None,
-        description="the model to run (GET /v1/models lists them); may be left out when the "
-        "server serves one model",
-    )
-    version: str | None = Field(
-        None, description="the model's version; absent: the highest one served"
-    )
+    model: ModelName = None
+    version: ModelVersion = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -109,14 +116,8 @@ class HiddenRequest(Schema):
     return_sequence: bool = Field(
         False, description="also return the state and output after every step"
     )
-    model: str | None = Field(
-        None,
-        description="the model to run (GET /v1/models lists them); may be left out when the "
-        "server serves one model",
-    )
-    version: str | None = Field(
-        None, description="the model's version; absent: the highest one served"
-    )
+    model: ModelName = None
+    version: ModelVersion = None
 
     model_config = ConfigDict(
         json_schema_extra={
