@@ -135,7 +135,7 @@ def step_call(rt: Any, batch: int, on_device: bool) -> tuple[Callable[[], Any], 
         from service.device_state import DeviceState
 
         states = DeviceState(rt.session, m, batch)
-        slots = [states.allocate() for _ in range(batch)]
+        slots = np.array([states.allocate() for _ in range(batch)], np.int64)
         pointer = states.buffer.data_ptr()
 
         def info() -> dict:
@@ -222,13 +222,15 @@ def forms_section(graphs: Graphs, providers: list[str], min_calls: int, seconds:
     import onnxruntime as ort
 
     from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, ArtifactMeta, empty_slot_feeds
+    from service.runtime import CUDA_OPTIONS
 
     rows = []
     for provider in providers:
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        chain = [(CUDA, CUDA_OPTIONS), CPU] if provider == CUDA else [CPU]
         sessions = {
-            form: ort.InferenceSession(data, so, providers=list(dict.fromkeys([provider, CPU])))
+            form: ort.InferenceSession(data, so, providers=chain)
             for form, data in (
                 ("scan", graphs.cuda),
                 ("loop", graphs.loop),

@@ -22,7 +22,10 @@ unless the kernel reads that argument on the host anyway (HOST_ARGS).
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -518,13 +521,23 @@ def _shape_computations(graph: Any, where: str, outer: set[str]) -> list[str]:
 def installed_cuda_kernels() -> dict[str, list[tuple[int, int | None]]] | None:
     """The ai.onnx kernels the installed onnxruntime registers for the CUDA provider, as
     op -> [(first, last)]; None when the CUDA provider cannot be loaded here (call it only
-    where a GPU is present: loading the provider without CUDA libraries logs errors)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as C
+    where a GPU is present: loading the provider without CUDA libraries logs errors).
 
+    Read in a child process: listing the kernels loads every provider library of the build,
+    and onnxruntime-gpu 1.31 crashes the whole process where one of them (TensorRT's, without
+    its libraries) fails to load."""
+    code = (
+        "import json\n"
+        "from onnxruntime.capi import onnxruntime_pybind11_state as C\n"
+        "print(json.dumps([[d.op_name, d.domain, d.provider, list(d.version_range)]"
+        " for d in C.get_all_opkernel_def()]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        return None
     out: dict[str, list[tuple[int, int | None]]] = {}
-    for d in C.get_all_opkernel_def():
-        if d.provider != "CUDAExecutionProvider" or d.domain not in ("", "ai.onnx"):
+    for op, domain, provider, (first, last) in json.loads(done.stdout.splitlines()[-1]):
+        if provider != "CUDAExecutionProvider" or domain not in ("", "ai.onnx"):
             continue
-        last = None if d.version_range[1] >= 2**31 - 1 else d.version_range[1]
-        out.setdefault(d.op_name, []).append((d.version_range[0], last))
+        out.setdefault(op, []).append((first, None if last >= 2**31 - 1 else last))
     return out or None

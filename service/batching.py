@@ -38,6 +38,10 @@ ROLLOUT_CHUNK = 32  # most rollout steps a row advances per worker call
 RunFn = Callable[
     [np.ndarray, np.ndarray, np.ndarray, bool], tuple[np.ndarray, np.ndarray, np.ndarray | None]
 ]
+# (x [T, B, F], slots [B], lens [B]) -> y [T, B, O]: rows whose state lives in a slot of the
+# device buffer (service/device_state.py), read and written there by the run itself.
+SlotRunFn = Callable[[np.ndarray, list[int], np.ndarray], np.ndarray]
+_NO_STATE = np.zeros((0, 0), np.float32)  # a slot row's h: its state is in the buffer
 
 
 class RowUnits(Protocol):
@@ -54,7 +58,7 @@ class RowUnits(Protocol):
 @dataclass
 class JobResult:
     y: np.ndarray  # (T, O): head output after each step
-    h: np.ndarray  # (L, H): state after the last step
+    h: np.ndarray  # (L, H): state after the last step (empty for a slot row: it stays there)
     h_seq: np.ndarray | None  # (T, L, H) when asked for
     # With `steps` > 0: (1 + steps, O), the prediction after x, then each prediction fed back
     # as the next input (a forecast rollout run inside the worker, one event-loop hop in all).
@@ -74,6 +78,7 @@ class _Job:
     first: JobResult | None = None
     path: np.ndarray | None = None
     units: Any = None  # with a RowUnits: x arrives in data units, results leave in them
+    slot: int | None = None  # the state lives in this slot of the device buffer
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Batcher:
         observer: Callable[[BatchStats], None] | None = None,
         rollout_chunk: int = ROLLOUT_CHUNK,
         units: RowUnits | None = None,
+        run_slots: SlotRunFn | None = None,
     ) -> None:
         if rollout_chunk < 1:
             raise ValueError(f"rollout_chunk must be at least 1, got {rollout_chunk}")
@@ -104,6 +110,7 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self._observer = observer
         self._units = units
+        self._run_slots = run_slots
         self._queue: deque[_Job] = deque()
         # While the loop waits: resolved by the first row (queue empty) or, when gathering
         # stragglers, only once the batch is full (or by the max_wait timer). No wake-up per row.
@@ -166,6 +173,7 @@ class Batcher:
         want_seq: bool = False,
         steps: int = 0,
         units: Any = None,
+        slot: int | None = None,
     ) -> asyncio.Future:
         """Queue one row; the future resolves to a JobResult (or the run's exception).
 
@@ -177,11 +185,19 @@ class Batcher:
         if self._closed:
             fut.set_exception(BatcherStopped("the server is shutting down"))
             return fut
-        self._queue.append(_Job(x, h, want_seq, fut, steps, units=units))
+        self._queue.append(_Job(x, h, want_seq, fut, steps, units=units, slot=slot))
         w = self._waiter
         if w is not None and (not self._until_full or len(self._queue) >= self.max_rows):
             _resolve(w)
         return fut
+
+    def submit_slot(self, x: np.ndarray, slot: int) -> asyncio.Future:
+        """Queue one row whose state lives in `slot` of the device buffer (the batcher was
+        given `run_slots`); it runs with the other rows of its batch, and its new state stays
+        in the slot. The future resolves to a JobResult with an empty h."""
+        if self._run_slots is None:
+            raise RuntimeError("this batcher has no device state buffer")
+        return self.submit(x, _NO_STATE, slot=slot)
 
     async def _wait(self, until_full: bool, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -302,6 +318,12 @@ class Batcher:
                     else:
                         jobs[i].x = z
                 fresh = [i for i in fresh if out[i] is None]
+        slotted = [i for i in fresh if jobs[i].slot is not None]
+        if slotted:
+            fresh = [i for i in fresh if jobs[i].slot is None]
+            done_slots = self._step_slots([jobs[i] for i in slotted])
+            for i, slot_result in zip(slotted, done_slots, strict=True):
+                out[i] = slot_result
         order = sorted(fresh, key=lambda i: jobs[i].x.shape[0])
         for group in _length_groups(order, [jobs[i].x.shape[0] for i in order]):
             rows = [jobs[i] for i in group]
@@ -344,6 +366,23 @@ class Batcher:
                     if e is not None:
                         out[i] = e
         return out  # type: ignore[return-value]
+
+    def _step_slots(self, rows: list[_Job]) -> list[JobResult]:
+        """Worker thread: the slot rows of a batch in one run on the device buffer (padded to
+        a common T; each row's length kept), with no state crossing to the host."""
+        assert self._run_slots is not None
+        lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
+        if (lens == lens[0]).all():
+            x = np.stack([j.x for j in rows], axis=1)  # (T, B, F): no padding to do
+        else:
+            x = np.zeros((int(lens.max()), len(rows), rows[0].x.shape[1]), np.float32)
+            for b, j in enumerate(rows):
+                x[: j.x.shape[0], b] = j.x
+        y = self._run_slots(x, [j.slot for j in rows], lens)  # type: ignore[misc]
+        return [
+            JobResult(y=y[:n, b].copy(), h=_NO_STATE, h_seq=None)
+            for b, n in enumerate(lens.tolist())
+        ]
 
     def _rollout(
         self, jobs: list[_Job], out: list[JobResult | _Job | Exception | None], idx: list[int]

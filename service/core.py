@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.contract import ArtifactMeta
+from export.contract import SLOT_INPUTS, ArtifactMeta
 from service.batching import Batcher, BatchStats, JobResult
+from service.device_state import DeviceState
 from service.errors import InvalidInput, Overloaded
-from service.runtime import Runtime
+from service.runtime import CUDA, ArtifactError, Runtime
 from service.settings import Settings
 from service.units import BatchUnits, Row, to_data_units
 
@@ -71,6 +72,21 @@ def _widened(row: Sequence[float], horizon: int) -> list[float]:
     return [row[s] if s < S else last * math.sqrt((s + 1) / S) for s in range(horizon)]
 
 
+def device_states(runtime: Runtime, settings: Settings) -> DeviceState | None:
+    """The stream state buffer `settings.stream_states` asks for, None for host states."""
+    mode = settings.stream_states
+    takes_slots = set(SLOT_INPUTS) <= {i.name for i in runtime.session.get_inputs()}
+    on_cuda = runtime.placement.provider == CUDA
+    if mode == "host" or (mode == "auto" and not (takes_slots and on_cuda)):
+        return None
+    if not takes_slots:
+        raise ArtifactError(
+            f"stream_states=device needs a cuda-target artifact (gru-serve export --target "
+            f"cuda); {runtime.path} has no slot buffer inputs"
+        )
+    return DeviceState(runtime.session, runtime.meta, settings.max_sessions)
+
+
 class InferenceCore:
     def __init__(
         self,
@@ -81,12 +97,15 @@ class InferenceCore:
         self.runtime = runtime
         self.meta: ArtifactMeta = runtime.meta
         self.settings = settings
+        # Stream states in one buffer on the model's device (None: each session holds its own).
+        self.device_states = device_states(runtime, settings)
         self.batcher = Batcher(
             runtime.run,
             settings.max_batch_rows,
             settings.max_wait_us / 1e6,
             observer,
             units=BatchUnits(runtime.meta),
+            run_slots=self.device_states.step if self.device_states else None,
         )
         self.inflight_rows = 0
         self._offsets: dict[tuple, dict[float, np.ndarray]] = {}
@@ -160,6 +179,16 @@ class InferenceCore:
             if isinstance(r, BaseException):
                 raise r
         return list(results)  # type: ignore[arg-type]
+
+    async def run_slot(self, x: np.ndarray, slot: int) -> np.ndarray:
+        """Run x (T, F) from the state in `slot` of the device buffer, batched with every other
+        waiting row; the new state stays in the slot. Returns y (T, O)."""
+        fut = self.batcher.submit_slot(x, slot)
+        try:
+            return (await fut).y
+        except BaseException:
+            fut.cancel()
+            raise
 
     def zero_state(self) -> np.ndarray:
         return np.zeros((self.meta.num_layers, self.meta.hidden_size), np.float32)

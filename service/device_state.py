@@ -10,12 +10,15 @@ artifact (the slot inputs of export.contract); on the CPU provider the buffer is
 and the same code runs, which is how the tests check it against the reference.
 
 A state enters from the host once (`allocate` with a state, `load`: a new or resumed stream)
-and leaves only when asked (`read`: a resume token, a forecast fork). Not thread-safe: one
-caller at a time, e.g. the batcher's worker.
+and leaves only when asked (`read`: a resume token, a forecast fork); `uploads` and `reads`
+count both, so a test can show that steps copy no state. Steps run in one thread (the
+batcher's worker); allocate, load, release and read may come from the event loop meanwhile,
+for other slots than the ones stepping (a session waits for its own step).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -63,9 +66,12 @@ class DeviceState:
             np.zeros(shape, np.float32), self.device, self.device_id
         )
         self._free = list(range(slots - 1, -1, -1))  # pop() hands out slot 0 first
-        self._used: set[int] = set()
+        self._used = np.zeros(slots, bool)  # slot -> holds a stream
         # Host states waiting to enter the buffer: they ride in h0 on the slot's next step.
         self._pending: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # the slot tables, between the loop and the worker
+        self.uploads = 0  # states that entered the buffer from the host
+        self.reads = 0  # read() calls: states copied out to the host
 
     @property
     def capacity(self) -> int:
@@ -73,23 +79,25 @@ class DeviceState:
 
     @property
     def in_use(self) -> int:
-        return len(self._used)
+        return int(self._used.sum())
 
     def allocate(self, h: np.ndarray | None = None) -> int:
         """A free slot for a new stream, starting from `h` [layers, hidden] (zeros if None)."""
-        if not self._free:
-            raise SlotsExhausted(f"all {self.capacity} slots hold a stream")
-        slot = self._free.pop()
-        self._used.add(slot)
+        with self._lock:
+            if not self._free:
+                raise SlotsExhausted(f"all {self.capacity} slots hold a stream")
+            slot = self._free.pop()
+            self._used[slot] = True
         self.load(slot, np.zeros(self._state_shape, np.float32) if h is None else h)
         return slot
 
     def release(self, slot: int) -> None:
         """The stream in `slot` ended: its slot is free for the next one."""
         self._check([slot])
-        self._used.discard(slot)
-        self._pending.pop(slot, None)
-        self._free.append(slot)
+        with self._lock:
+            self._used[slot] = False
+            self._pending.pop(slot, None)
+            self._free.append(slot)
 
     def load(self, slot: int, h: np.ndarray) -> None:
         """Replace the state of `slot` with `h` [layers, hidden] (e.g. a resumed stream's);
@@ -98,15 +106,18 @@ class DeviceState:
         h = np.asarray(h, np.float32)
         if h.shape != self._state_shape:
             raise ValueError(f"state shape {h.shape}, expected {self._state_shape}")
-        self._pending[slot] = h.copy()
+        with self._lock:
+            self._pending[slot] = h.copy()
 
     def read(self, slots: Any) -> np.ndarray:
         """States of `slots` on the host, [layers, len(slots), hidden]. Copies the whole
         buffer from the device once per call: for tokens and forks, never per step."""
         slots = self._check(slots)
-        resident = [s for s in slots if s not in self._pending]
-        host = self.buffer.numpy() if resident else None
-        cols = [self._pending[s] if s in self._pending else host[:, s] for s in slots]  # type: ignore[index]
+        with self._lock:
+            pending = {s: self._pending[s] for s in slots if s in self._pending}
+        host = self.buffer.numpy() if len(pending) < len(slots) else None
+        self.reads += 1
+        cols = [pending[s] if s in pending else host[:, s] for s in slots]  # type: ignore[index]
         if not cols:
             return np.zeros((*self._layers, 0, self._hidden), np.float32)
         return np.stack(cols, axis=1)
@@ -115,29 +126,36 @@ class DeviceState:
         """Run x [T, B, F] for the streams in `slots` (B distinct slots, row b is slot b) from
         their states; each row's new state stays in its slot. lens [B] (default T): a row
         past its length keeps its state. Returns y [T, B, output_size] on the host."""
-        slots = self._check(slots)
-        if len(set(slots)) != len(slots):
+        ordered = self._slots(slots)  # int64 [B]; the bookkeeping is vectorised: B runs to 4096
+        if ordered.size > 1 and np.bincount(ordered, minlength=self.capacity).max() > 1:
             raise ValueError("a slot appears twice in one step")
         x = np.asarray(x, np.float32)
         steps, rows = x.shape[0], x.shape[1]
-        if rows != len(slots):
-            raise ValueError(f"x has {rows} rows for {len(slots)} slots")
+        if rows != ordered.size:
+            raise ValueError(f"x has {rows} rows for {ordered.size} slots")
         lens = np.full(rows, steps, np.int32) if lens is None else np.asarray(lens, np.int32)
         # Rows with a state waiting on the host go first (they start from h0), then the rows
-        # gathered from the buffer: the graph's row order.
-        fresh = np.array([s in self._pending for s in slots], bool)
-        order = np.concatenate([np.flatnonzero(fresh), np.flatnonzero(~fresh)])
-        ordered = np.asarray(slots, np.int64)[order]
-        n_fresh = int(fresh.sum())
+        # gathered from the buffer: the graph's row order. Usually none waits: no reordering.
+        with self._lock:
+            waiting = dict(self._pending)
+        pending: dict[int, np.ndarray] = {}
+        order = None
+        if waiting:
+            fresh = np.isin(ordered, np.fromiter(waiting, np.int64, len(waiting)))
+            if fresh.any():
+                order = np.concatenate([np.flatnonzero(fresh), np.flatnonzero(~fresh)])
+                ordered, x, lens = ordered[order], x[:, order], lens[order]
+                pending = {int(s): waiting[int(s)] for s in ordered[: int(fresh.sum())]}
+        n_fresh = len(pending)
         h0 = (
-            np.stack([self._pending[int(s)] for s in ordered[:n_fresh]], axis=1)
+            np.stack(list(pending.values()), axis=1)
             if n_fresh
             else np.zeros((*self._layers, 0, self._hidden), np.float32)
         )
         io = self.session.io_binding()
-        io.bind_cpu_input(INPUT_X, np.ascontiguousarray(x[:, order]))
+        io.bind_cpu_input(INPUT_X, np.ascontiguousarray(x))
         io.bind_cpu_input(INPUT_H0, h0)
-        io.bind_cpu_input(INPUT_LENS, np.ascontiguousarray(lens[order]))
+        io.bind_cpu_input(INPUT_LENS, np.ascontiguousarray(lens))
         io.bind_cpu_input(INPUT_READ_SLOTS, ordered[n_fresh:].copy())
         io.bind_cpu_input(INPUT_WRITE_SLOTS, ordered)
         io.bind_cpu_input(INPUT_WRITE_ROWS, np.arange(rows, dtype=np.int64))
@@ -146,8 +164,14 @@ class DeviceState:
         io.bind_ortvalue_output(OUTPUT_STATE, self.buffer)  # in place: the same memory
         self.session.run_with_iobinding(io)
         y_ordered = io.get_outputs()[0].numpy()
-        for s in ordered[:n_fresh]:
-            del self._pending[int(s)]
+        if pending:
+            with self._lock:  # entered the buffer (unless a newer load replaced it meanwhile)
+                for s, h in pending.items():
+                    if self._pending.get(s) is h:
+                        del self._pending[s]
+            self.uploads += n_fresh
+        if order is None:
+            return y_ordered
         y = np.empty_like(y_ordered)
         y[:, order] = y_ordered
         return y
@@ -165,9 +189,14 @@ class DeviceState:
     def _state_shape(self) -> tuple[int, int]:
         return (self.meta.num_layers, self.meta.hidden_size)
 
-    def _check(self, slots: Any) -> list[int]:
-        out = [int(s) for s in np.asarray(slots).reshape(-1)]
-        unknown = [s for s in out if s not in self._used]
-        if unknown:
-            raise ValueError(f"slot(s) {unknown} hold no stream")
+    def _slots(self, slots: Any) -> np.ndarray:
+        """`slots` as int64 [n], each one holding a stream (ValueError otherwise)."""
+        out = np.asarray(slots, np.int64).reshape(-1)
+        ok = (out >= 0) & (out < self._used.size)
+        ok[ok] = self._used[out[ok]]
+        if not ok.all():
+            raise ValueError(f"slot(s) {out[~ok].tolist()} hold no stream")
         return out
+
+    def _check(self, slots: Any) -> list[int]:
+        return self._slots(slots).tolist()

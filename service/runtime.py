@@ -33,6 +33,9 @@ log = logging.getLogger("gru_serve.runtime")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Full float32 matrix products: TF32 (the provider's default on Ampere and newer) keeps 10
+# mantissa bits, errors near 1e-3, and the CUDA graph must give the CPU's numbers.
+CUDA_OPTIONS = {"use_tf32": "0"}
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -133,7 +136,9 @@ class Runtime:
             ort.preload_dlls()  # CUDA/cuDNN from the onnxruntime-gpu[cuda,cudnn] wheels, if present
         try:
             session = ort.InferenceSession(
-                str(self.path), self._session_options(), providers=providers
+                str(self.path),
+                self._session_options(),
+                providers=[(p, CUDA_OPTIONS) if p == CUDA else p for p in providers],
             )
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             # ORT's message may span lines (and end with one): the start-up error stays one line.

@@ -259,6 +259,12 @@ class ModelInfo(Schema):
         description="graph nodes (loop bodies included) per provider, as onnxruntime placed "
         "them; empty when the onnxruntime build does not report placement",
     )
+    stream_states: str = Field(
+        "host",
+        description="where stream sessions keep their hidden states between steps: device (one "
+        "slot buffer where the model runs, stepped in place) or host (see `stream_states` "
+        "in the settings)",
+    )
     metrics: dict
     data: dict
 

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     max_sessions: int = Field(
         1024, ge=1, description="open stream sessions; more are closed with 1013"
     )
+    stream_states: Literal["auto", "device", "host"] = Field(
+        "auto",
+        description="where stream sessions keep their hidden states between steps; device: one "
+        "slot buffer on the model's device, stepped in place (needs a cuda-target artifact); "
+        "host: an array per session; auto: device when a cuda-target artifact runs on CUDA",
+    )
     session_idle_timeout_s: float = Field(
         300.0, gt=0, description="seconds a silent stream is kept; then its token and a close"
     )

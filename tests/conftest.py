@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from export.contract import ArtifactMeta
+from export.cuda_graph import build_cuda_model
 from export.graph import build_model, random_weights
 
 # Shedding by deadline judges the machine's recent pace; on a loaded test machine a stalled
@@ -46,7 +47,8 @@ def tiny_meta(variant: str = "cho2014", **overrides) -> ArtifactMeta:
 
 def write_tiny_artifact(path: Path, variant: str = "cho2014", seed: int = 0, **overrides) -> Path:
     meta = tiny_meta(variant, **overrides)
-    onnx.save(build_model(random_weights(meta, seed=seed), meta), path)
+    build = build_cuda_model if meta.target == "cuda" else build_model  # target="cuda": Scan graph
+    onnx.save(build(random_weights(meta, seed=seed), meta), path)
     return path
 
 

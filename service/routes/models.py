@@ -32,6 +32,7 @@ def model_info(served: Served) -> ModelInfo:
         provider=rt.placement.provider,
         recurrent_nodes=rt.placement.recurrent_nodes,
         nodes=dict(rt.placement.nodes),
+        stream_states="host" if served.core.device_states is None else "device",
         metrics=m.metrics,
         data=m.data,
     )

@@ -5,6 +5,13 @@ observation, the scaling fitted on its `start` history, and the scaled predictio
 next observation (what a forecast fork starts from). Every step goes through
 `InferenceCore.run_rows`, so the waiting steps of all sessions share onnxruntime runs
 (continuous batching). Nothing here knows about websockets.
+
+Where the core keeps stream states on its device (`InferenceCore.device_states`), a started
+session owns a slot of that buffer instead of h: its steps read and write the slot in place,
+and h is copied to the host only when asked for (tokens, forecast forks, `state`). Sessions
+that want h on the host at every step (`return_hidden`, a token per output) keep it there,
+and so do series scaled so widely that an output could overflow float32 (a refused step must
+leave the session where it was, and a slot's state has already moved by then).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.core import InferenceCore, SeriesState
+from service.device_state import DeviceState, SlotsExhausted
 from service.errors import AlreadyStarted, InvalidInput, NoObservation, NotStarted
 from service.tokens import (
     BINARY_OUTPUT,
@@ -30,6 +38,10 @@ from service.tokens import (
 from service.units import fit_scaler, scale_in, scale_in_one, scale_out_one, to_data_units
 
 log = logging.getLogger("gru_serve.sessions")
+
+# A slot session's outputs stay far inside float32 below this scale: |y| would have to pass
+# 1e8 model units to overflow (no head comes near: its inputs are states in (-1, 1)).
+SLOT_SCALE_LIMIT = 1e30
 
 
 class Phase(enum.Enum):
@@ -101,9 +113,50 @@ class StreamSession:
         if self.phase is not Phase.NEW:
             raise AlreadyStarted("the session is already started; send `reset` to start over")
         self.core, self.codec = core, codec
-        self.h = core.zero_state()
+        self._slot: int | None = None  # this session's slot in core.device_states
+        self._h = core.zero_state()
         self.loc = np.zeros(core.meta.input_size, np.float32)
         self.scale = np.ones(core.meta.input_size, np.float32)
+
+    @property
+    def h(self) -> np.ndarray:
+        """The state (L, H) on the host; a slot's is copied out of the device buffer."""
+        if self._slot is not None:
+            return self._states().read([self._slot])[:, 0]
+        return self._h
+
+    @h.setter
+    def h(self, h: np.ndarray) -> None:
+        if self._slot is not None:
+            self._states().load(self._slot, h)  # enters the buffer with the next step
+        else:
+            self._h = h
+
+    @property
+    def on_device(self) -> bool:
+        return self._slot is not None
+
+    def _states(self) -> DeviceState:
+        assert self.core.device_states is not None
+        return self.core.device_states
+
+    def _take_slot(
+        self, h: np.ndarray, opts: StreamOptions, loc: np.ndarray, scale: np.ndarray
+    ) -> None:
+        states = self.core.device_states
+        if states is None or opts.return_hidden or opts.token_each_output:
+            return
+        if np.abs(loc).max() >= SLOT_SCALE_LIMIT or scale.max() >= SLOT_SCALE_LIMIT:
+            return
+        try:
+            self._slot = states.allocate(h)
+        except SlotsExhausted:  # more sessions than slots (other models' limits): on the host
+            log.warning("stream state buffer full; session %s keeps its state on the host", self.id)
+
+    def _free_slot(self) -> None:
+        if self._slot is not None:
+            self._states().release(self._slot)
+            self._slot = None
 
     # ---- life cycle ----------------------------------------------------------------------
     async def start(
@@ -135,10 +188,22 @@ class StreamSession:
         levels = self.core.check_quantiles(list(opts.quantiles), "options.quantiles")
         offsets = self.core.quantile_offsets(levels, 1, opts.frequency)
         self._offsets = {q: float(v[0]) for q, v in offsets.items()}
-        if history is not None:  # warm-up: one row, one batched run
-            (r,) = await self.core.run_rows([scale_in(history, loc, scale, "history")], [h])
-            h, last_y, step = r.h, r.y[-1].copy(), step + history.shape[0]
-        self.h, self.step, self.loc, self.scale, self.last_y = h, step, loc, scale, last_y
+        self._take_slot(h, opts, loc, scale)
+        try:
+            if history is not None:  # warm-up: one row, one batched run
+                z = scale_in(history, loc, scale, "history")
+                if self._slot is not None:
+                    y = await self.core.run_slot(z, self._slot)
+                else:
+                    (r,) = await self.core.run_rows([z], [h])
+                    h, y = r.h, r.y
+                last_y, step = y[-1].copy(), step + history.shape[0]
+        except BaseException:
+            self._free_slot()  # not started: the session holds nothing
+            raise
+        if self._slot is None:
+            self._h = h
+        self.step, self.loc, self.scale, self.last_y = step, loc, scale, last_y
         self.options = opts
         self.phase = Phase.READY
 
@@ -155,6 +220,7 @@ class StreamSession:
 
     def close(self) -> None:
         self.phase = Phase.CLOSED
+        self._free_slot()
 
     # ---- steps ---------------------------------------------------------------------------
     async def advance(
@@ -170,25 +236,30 @@ class StreamSession:
         z = scale_in_one(x, self.loc, self.scale) if one else None
         if z is None:
             z = scale_in(x, self.loc, self.scale, "x")
-        (r,) = await self.core.run_rows([z], [self.h], per_step_state)
+        if self._slot is not None:
+            y = await self.core.run_slot(z, self._slot)  # the state moves in its slot
+            h_last, h_seq = None, None
+        else:
+            (r,) = await self.core.run_rows([z], [self._h], per_step_state)
+            y, h_last, h_seq = r.y, r.h, r.h_seq
         first = self.step
         # Data units for every step at once; a step whose outputs leave float32 is refused
         # whole (422-style error, the session stays where it was).
-        fast = scale_out_one(r.y, self.loc, self.scale, self._offsets) if one else None
+        fast = scale_out_one(y, self.loc, self.scale, self._offsets) if one else None
         if fast is not None:
             ys, qs = fast
         else:
-            ys, qs = to_data_units(r.y, self._offsets, self.loc, self.scale, "x")  # (T, O)
+            ys, qs = to_data_units(y, self._offsets, self.loc, self.scale, "x")  # (T, O)
         outs = []
         for t in range(T):
             if not wanted[t]:
                 continue
             h_t: np.ndarray | None = None
             if t == T - 1:
-                h_t = r.h
-            elif per_step_state and r.h_seq is not None:
-                h_t = r.h_seq[t]
-            y_scaled = r.y[t]
+                h_t = h_last
+            elif per_step_state and h_seq is not None:
+                h_t = h_seq[t]
+            y_scaled = y[t]
             token = None
             if opts.token_each_output and h_t is not None:
                 token = self.codec.encode(self._token_state(h_t, first + t + 1, y_scaled))
@@ -201,7 +272,9 @@ class StreamSession:
                     token=token,
                 )
             )
-        self.h, self.step, self.last_y = r.h, first + T, r.y[-1].copy()
+        if h_last is not None:
+            self._h = h_last
+        self.step, self.last_y = first + T, y[-1].copy()
         return outs
 
     async def forecast(self, horizon: int, levels: Sequence[float] | None = None) -> ForkForecast:

@@ -111,7 +111,12 @@ def test_the_kept_table_matches_the_installed_cuda_provider():
     """On a GPU machine: the registry the document is generated from agrees with the table for
     every operator the cuda graph uses."""
     installed = installed_cuda_kernels()
-    assert installed is not None
+    if installed is None:
+        # seen with onnxruntime-gpu 1.31.1 on an H200 without TensorRT's libraries: listing
+        # the kernels loads every provider library and crashes the (child) process
+        pytest.skip(
+            "this onnxruntime build cannot list its kernels here (see installed_cuda_kernels)"
+        )
     for op in ("Scan", "MatMul", "Add", "Sigmoid", "Tanh", "Mul", "Sub", "Where", "Less"):
         ranges = {(k.first, k.last) for k in CUDA_KERNELS[op]}
         assert ranges <= set(installed[op]), op

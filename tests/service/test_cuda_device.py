@@ -68,3 +68,46 @@ def test_the_cpu_graph_is_refused_for_device_cuda():
         Runtime(Settings(model_path=ARTIFACT, device="cuda"))
     auto = Runtime(Settings(model_path=ARTIFACT, device="auto"))
     assert auto.placement.provider == CPU
+
+
+def test_the_service_keeps_stream_states_on_the_gpu(cuda_artifact):
+    """Through WS /v1/stream on CUDA: the sessions' states live in the device buffer, no
+    step copies one to the host, and the outputs are the CPU service's."""
+    from fastapi.testclient import TestClient
+    from service_helpers import wait_ready
+
+    from service.app import create_app
+
+    history = [float(v) for v in np.sin(np.arange(72) / 5.0) * 10 + 50]
+    steps = [50.0 + 3 * np.cos(k / 3.0) for k in range(40)]
+    outputs = {}
+    for device, path in (("cuda", cuda_artifact), ("cpu", ARTIFACT)):
+        settings = Settings(model_path=path, device=device, access_log=False)
+        with TestClient(create_app(settings)) as client:
+            wait_ready(client)
+            (info,) = client.get("/v1/models").json()["models"]
+            (served,) = client.app.state.service.served()
+            states = served.core.device_states
+            ys = []
+            with (
+                client.websocket_connect("/v1/stream") as a,
+                client.websocket_connect("/v1/stream") as b,
+            ):
+                for ws in (a, b):
+                    ws.send_json({"type": "start", "history": history})
+                    assert ws.receive_json()["type"] == "ready"
+                for x in steps:
+                    for ws in (a, b):
+                        ws.send_json({"type": "step", "x": x})
+                    ys.append([a.receive_json()["y"], b.receive_json()["y"]])
+                if device == "cuda":
+                    assert info["stream_states"] == "device" and states.device == "cuda"
+                    assert set(info["nodes"]) == {CUDA}
+                    # two states entered the buffer (the starts), none came back per step
+                    assert (states.uploads, states.reads, states.in_use) == (2, 0, 2)
+                else:
+                    assert info["stream_states"] == "host" and states is None
+            outputs[device] = np.array(ys)
+    err = np.abs(outputs["cuda"] - outputs["cpu"]).max() / np.abs(outputs["cpu"]).max()
+    print(f"stream outputs, CUDA vs CPU service: max relative error {err:.2e}")
+    assert err <= GPU_TOL

@@ -80,7 +80,9 @@ class PretendCuda(ort.InferenceSession):
 
     def __init__(self, path, options=None, providers=None, **kw):
         super().__init__(path, options, providers=[CPU])
-        self.cuda = CUDA in (providers or [])
+        names = [p[0] if isinstance(p, tuple) else p for p in providers or []]  # (name, options)
+        self.cuda = CUDA in names
+        self.cuda_options = next((p[1] for p in providers or [] if isinstance(p, tuple)), None)
         model = onnx.load(path)
         self.gru_on_cpu = any(
             n.op_type == "GRU"
@@ -145,6 +147,7 @@ def test_cuda_is_claimed_when_every_node_runs_there(make_settings, pretend_gpu, 
             rt = Runtime(make_settings(device="cuda", model_path=path))
         assert rt.placement.provider == CUDA and rt.placement.recurrent_nodes == CUDA
         assert set(rt.placement.nodes) == {CUDA}, recurrent_op
+        assert rt.session.cuda_options == {"use_tf32": "0"}  # full float32 products
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
