@@ -199,6 +199,16 @@ class Batcher:
             raise RuntimeError("this batcher has no device state buffer")
         return self.submit(x, _NO_STATE, slot=slot)
 
+    def after_inflight(self, fn: Callable[[], None]) -> None:
+        """Call fn once the run now in the worker thread (if any) has finished, else now: a
+        job taken off the queue runs even if its caller gave up (a cancelled job still in the
+        queue never runs), so what it names must outlive that run."""
+        run = self._inflight
+        if run is None or run.done():
+            fn()
+        else:
+            run.add_done_callback(lambda _: fn())
+
     async def _wait(self, until_full: bool, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         w = self._waiter = loop.create_future()
@@ -368,21 +378,25 @@ class Batcher:
         return out  # type: ignore[return-value]
 
     def _step_slots(self, rows: list[_Job]) -> list[JobResult]:
-        """Worker thread: the slot rows of a batch in one run on the device buffer (padded to
-        a common T; each row's length kept), with no state crossing to the host."""
+        """Worker thread: the slot rows of a batch on the device buffer, no state crossing to
+        the host; rows of similar length share a run (a long warm-up history does not pad
+        everyone's one-step rows), each row's length kept."""
         assert self._run_slots is not None
-        lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
-        if (lens == lens[0]).all():
-            x = np.stack([j.x for j in rows], axis=1)  # (T, B, F): no padding to do
-        else:
-            x = np.zeros((int(lens.max()), len(rows), rows[0].x.shape[1]), np.float32)
-            for b, j in enumerate(rows):
-                x[: j.x.shape[0], b] = j.x
-        y = self._run_slots(x, [j.slot for j in rows], lens)  # type: ignore[misc]
-        return [
-            JobResult(y=y[:n, b].copy(), h=_NO_STATE, h_seq=None)
-            for b, n in enumerate(lens.tolist())
-        ]
+        out: list[JobResult | None] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: rows[i].x.shape[0])
+        for group in _length_groups(order, [rows[i].x.shape[0] for i in order]):
+            part = [rows[i] for i in group]
+            lens = np.array([j.x.shape[0] for j in part], dtype=np.int32)
+            if (lens == lens[0]).all():
+                x = np.stack([j.x for j in part], axis=1)  # (T, B, F): no padding to do
+            else:
+                x = np.zeros((int(lens.max()), len(part), part[0].x.shape[1]), np.float32)
+                for b, j in enumerate(part):
+                    x[: j.x.shape[0], b] = j.x
+            y = self._run_slots(x, [j.slot for j in part], lens)  # type: ignore[misc]
+            for b, (i, n) in enumerate(zip(group, lens.tolist(), strict=True)):
+                out[i] = JobResult(y=y[:n, b].copy(), h=_NO_STATE, h_seq=None)
+        return out  # type: ignore[return-value]
 
     def _rollout(
         self, jobs: list[_Job], out: list[JobResult | _Job | Exception | None], idx: list[int]

@@ -190,6 +190,13 @@ class InferenceCore:
             fut.cancel()
             raise
 
+    def release_slot(self, slot: int) -> None:
+        """Give a stream's slot back, once no step of it can still be running (a cancelled
+        step may already be in the worker's run)."""
+        states = self.device_states
+        assert states is not None
+        self.batcher.after_inflight(lambda: states.release(slot))
+
     def zero_state(self) -> np.ndarray:
         return np.zeros((self.meta.num_layers, self.meta.hidden_size), np.float32)
 

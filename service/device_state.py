@@ -88,11 +88,16 @@ class DeviceState:
                 raise SlotsExhausted(f"all {self.capacity} slots hold a stream")
             slot = self._free.pop()
             self._used[slot] = True
-        self.load(slot, np.zeros(self._state_shape, np.float32) if h is None else h)
+        try:
+            self.load(slot, np.zeros(self._state_shape, np.float32) if h is None else h)
+        except BaseException:
+            self.release(slot)
+            raise
         return slot
 
     def release(self, slot: int) -> None:
-        """The stream in `slot` ended: its slot is free for the next one."""
+        """The stream in `slot` ended: its slot is free for the next one. Call it only once no
+        step naming the slot can still run (the core defers it past the batcher's run)."""
         self._check([slot])
         with self._lock:
             self._used[slot] = False

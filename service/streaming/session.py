@@ -155,8 +155,14 @@ class StreamSession:
 
     def _free_slot(self) -> None:
         if self._slot is not None:
-            self._states().release(self._slot)
+            self.core.release_slot(self._slot)
             self._slot = None
+
+    def _to_host(self) -> None:
+        """Leave the device buffer: h comes back to the host and stays there."""
+        h = self.h
+        self._free_slot()
+        self._h = h
 
     # ---- life cycle ----------------------------------------------------------------------
     async def start(
@@ -236,6 +242,10 @@ class StreamSession:
         z = scale_in_one(x, self.loc, self.scale) if one else None
         if z is None:
             z = scale_in(x, self.loc, self.scale, "x")
+        if self._slot is not None and z.shape[1] > 1 and not (np.abs(z) < SLOT_SCALE_LIMIT).all():
+            # Huge inputs over several features can make the state NaN (inf - inf); a refused
+            # step must leave the session where it was, so this one runs from the host.
+            self._to_host()
         if self._slot is not None:
             y = await self.core.run_slot(z, self._slot)  # the state moves in its slot
             h_last, h_seq = None, None
