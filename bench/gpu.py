@@ -137,14 +137,25 @@ def step_call(rt: Any, batch: int, on_device: bool) -> tuple[Callable[[], Any], 
         states = DeviceState(rt.session, m, batch)
         slots = np.array([states.allocate() for _ in range(batch)], np.int64)
         pointer = states.buffer.data_ptr()
+        calls = 0
+
+        def call() -> np.ndarray:
+            nonlocal calls
+            calls += 1
+            return states.step(x, slots)
 
         def info() -> dict:
             return {
                 "state": f"{states.device}:{states.device_id} slot buffer",
                 "buffer_moved": states.buffer.data_ptr() != pointer,
+                # counted by DeviceState: states that entered from the host (the starts) and
+                # reads back to the host, over all the steps run
+                "steps": calls,
+                "state_uploads": states.uploads,
+                "state_reads": states.reads,
             }
 
-        return (lambda: states.step(x, slots)), {"info": info}
+        return call, {"info": info}
     h = np.zeros((m.num_layers, batch, m.hidden_size), np.float32)
     lens = np.ones(batch, np.int32)
 
@@ -386,9 +397,14 @@ def markdown(result: dict) -> str:
     device_rows = [r for r in result["rows"] if r.get("state", "").startswith("cuda")]
     if device_rows:
         moved = any(r["buffer_moved"] for r in device_rows)
+        steps = sum(r.get("steps", 0) for r in device_rows)
+        reads = sum(r.get("state_reads", 0) for r in device_rows)
+        uploads = sum(r.get("state_uploads", 0) for r in device_rows)
+        starts = sum(r["batch"] for r in device_rows)
         lines.append(
             "Stream states on CUDA: one slot buffer bound as the step's input and output; "
-            f"host copies of the state per step: 0; buffer moved during the run: {moved}."
+            f"over {steps:,} steps, states read back to the host: {reads}, states "
+            f"uploaded: {uploads} (the {starts:,} streams' starts); buffer moved: {moved}."
         )
     if result["forms"]:
         lines += [

@@ -62,7 +62,8 @@ def test_markdown_names_the_card_the_gaps_and_the_goal():
              "throughput": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0, "calls": 5},
             {"workload": "step", "provider": gpu.CUDA, "artifact": "cuda", "batch": 4096,
              "throughput": 20000.0, "p50_ms": 0.1, "p99_ms": 0.2, "calls": 50,
-             "state": "cuda:0 slot buffer", "buffer_moved": False},
+             "state": "cuda:0 slot buffer", "buffer_moved": False, "steps": 60,
+             "state_uploads": 4096, "state_reads": 0},
             {"workload": "forecast", "provider": gpu.CUDA, "artifact": "cuda", "batch": 1,
              "unavailable": "no CUDA device"},
         ],
@@ -75,7 +76,8 @@ def test_markdown_names_the_card_the_gaps_and_the_goal():
     assert "| forecast | CUDAExecutionProvider | cuda | 1 | unavailable | | | |" in md
     assert "Unavailable: no CUDA device." in md
     assert "20.0x (goal >= 10x: met)" in md
-    assert "host copies of the state per step: 0; buffer moved during the run: False" in md
+    assert "over 60 steps, states read back to the host: 0, states uploaded: 4096 (the 4,096 " in md
+    assert "buffer moved: False" in md
     assert "| CPUExecutionProvider | 72 | 1 | 1.000 | 1.100 | 9.000 |" in md
 
 
