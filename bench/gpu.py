@@ -233,13 +233,13 @@ def forms_section(graphs: Graphs, providers: list[str], min_calls: int, seconds:
     import onnxruntime as ort
 
     from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, ArtifactMeta, empty_slot_feeds
-    from service.runtime import CUDA_OPTIONS
+    from service.runtime import provider_chain
 
     rows = []
     for provider in providers:
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        chain = [(CUDA, CUDA_OPTIONS), CPU] if provider == CUDA else [CPU]
+        chain = provider_chain(list(dict.fromkeys([provider, CPU])))
         sessions = {
             form: ort.InferenceSession(data, so, providers=chain)
             for form, data in (

@@ -44,6 +44,11 @@ SLOT_INPUTS = (INPUT_STATE, INPUT_READ_SLOTS, INPUT_WRITE_SLOTS, INPUT_WRITE_ROW
 META_PREFIX = "gru_serve."
 
 
+def takes_slots(session: Any) -> bool:
+    """Whether an onnxruntime session's graph has the slot buffer inputs (a `cuda` artifact)."""
+    return set(SLOT_INPUTS) <= {i.name for i in session.get_inputs()}
+
+
 def empty_slot_feeds(num_layers: int, hidden_size: int) -> dict[str, np.ndarray]:
     """The slot inputs of a `cuda` artifact for a run that uses no slots: nothing is gathered
     or scattered, and `state_out` comes back empty."""

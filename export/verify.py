@@ -17,8 +17,8 @@ from export.contract import (
     INPUT_X,
     OUTPUT_HN,
     OUTPUT_Y,
-    SLOT_INPUTS,
     empty_slot_feeds,
+    takes_slots,
 )
 
 TOLERANCE = 1e-5
@@ -48,7 +48,7 @@ def run_onnx(
         INPUT_H0: np.ascontiguousarray(h0, dtype=np.float32),
         INPUT_LENS: np.asarray(lengths, dtype=np.int32),
     }
-    if SLOT_INPUTS[0] in {i.name for i in session.get_inputs()}:  # a cuda-target graph
+    if takes_slots(session):  # a cuda-target graph
         feeds.update(empty_slot_feeds(h0.shape[0], h0.shape[2]))
     y, h_n = session.run([OUTPUT_Y, OUTPUT_HN], feeds)
     return y.transpose(1, 0, 2), h_n

@@ -337,11 +337,7 @@ class Batcher:
         order = sorted(fresh, key=lambda i: jobs[i].x.shape[0])
         for group in _length_groups(order, [jobs[i].x.shape[0] for i in order]):
             rows = [jobs[i] for i in group]
-            lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
-            T, F = int(lens.max()), rows[0].x.shape[1]
-            x = np.zeros((T, len(rows), F), dtype=np.float32)
-            for b, j in enumerate(rows):
-                x[: j.x.shape[0], b] = j.x
+            x, lens = _padded(rows)
             h0 = np.stack([j.h for j in rows], axis=1).astype(np.float32, copy=False)  # (L, B, H)
             want_seq = any(j.want_seq for j in rows)
             y, h_n, h_seq = self._run(x, h0, lens, want_seq)
@@ -386,13 +382,7 @@ class Batcher:
         order = sorted(range(len(rows)), key=lambda i: rows[i].x.shape[0])
         for group in _length_groups(order, [rows[i].x.shape[0] for i in order]):
             part = [rows[i] for i in group]
-            lens = np.array([j.x.shape[0] for j in part], dtype=np.int32)
-            if (lens == lens[0]).all():
-                x = np.stack([j.x for j in part], axis=1)  # (T, B, F): no padding to do
-            else:
-                x = np.zeros((int(lens.max()), len(part), part[0].x.shape[1]), np.float32)
-                for b, j in enumerate(part):
-                    x[: j.x.shape[0], b] = j.x
+            x, lens = _padded(part)
             y = self._run_slots(x, [j.slot for j in part], lens)  # type: ignore[misc]
             for b, (i, n) in enumerate(zip(group, lens.tolist(), strict=True)):
                 out[i] = JobResult(y=y[:n, b].copy(), h=_NO_STATE, h_seq=None)
@@ -467,6 +457,17 @@ class Batcher:
 def _resolve(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _padded(rows: list[_Job]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' x stacked as (T, B, F), zero-padded to the longest, and their lengths [B]."""
+    lens = np.array([j.x.shape[0] for j in rows], dtype=np.int32)
+    if (lens == lens[0]).all():
+        return np.stack([j.x for j in rows], axis=1).astype(np.float32, copy=False), lens
+    x = np.zeros((int(lens.max()), len(rows), rows[0].x.shape[1]), np.float32)
+    for b, j in enumerate(rows):
+        x[: j.x.shape[0], b] = j.x
+    return x, lens
 
 
 def _length_groups(order: list[int], lengths: list[int]) -> list[list[int]]:

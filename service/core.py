@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.contract import SLOT_INPUTS, ArtifactMeta
+from export.contract import ArtifactMeta
 from service.batching import Batcher, BatchStats, JobResult
 from service.device_state import DeviceState
 from service.errors import InvalidInput, Overloaded
@@ -72,14 +72,22 @@ def _widened(row: Sequence[float], horizon: int) -> list[float]:
     return [row[s] if s < S else last * math.sqrt((s + 1) / S) for s in range(horizon)]
 
 
+async def _one(fut: asyncio.Future) -> JobResult:
+    """A queued row's result; a caller that gives up takes its row out of the queue."""
+    try:
+        return await fut
+    except BaseException:
+        fut.cancel()
+        raise
+
+
 def device_states(runtime: Runtime, settings: Settings) -> DeviceState | None:
     """The stream state buffer `settings.stream_states` asks for, None for host states."""
     mode = settings.stream_states
-    takes_slots = set(SLOT_INPUTS) <= {i.name for i in runtime.session.get_inputs()}
     on_cuda = runtime.placement.provider == CUDA
-    if mode == "host" or (mode == "auto" and not (takes_slots and on_cuda)):
+    if mode == "host" or (mode == "auto" and not (runtime.takes_slots and on_cuda)):
         return None
-    if not takes_slots:
+    if not runtime.takes_slots:
         raise ArtifactError(
             f"stream_states=device needs a cuda-target artifact (gru-serve export --target "
             f"cuda); {runtime.path} has no slot buffer inputs"
@@ -158,12 +166,8 @@ class InferenceCore:
         With `units`, x is in data units and each Row receives its answer in them; a row that
         fails raises its own error, the first in request order."""
         if len(xs) == 1:  # a stream step: skip gather's extra future
-            fut = self.batcher.submit(xs[0], hs[0], want_seq, steps, units[0] if units else None)
-            try:
-                return [await fut]
-            except BaseException:
-                fut.cancel()
-                raise
+            u = units[0] if units else None
+            return [await _one(self.batcher.submit(xs[0], hs[0], want_seq, steps, u))]
         us: Sequence[Row | None] = units or [None] * len(xs)
         futures = [
             self.batcher.submit(x, h, want_seq, steps, u)
@@ -183,12 +187,7 @@ class InferenceCore:
     async def run_slot(self, x: np.ndarray, slot: int) -> np.ndarray:
         """Run x (T, F) from the state in `slot` of the device buffer, batched with every other
         waiting row; the new state stays in the slot. Returns y (T, O)."""
-        fut = self.batcher.submit_slot(x, slot)
-        try:
-            return (await fut).y
-        except BaseException:
-            fut.cancel()
-            raise
+        return (await _one(self.batcher.submit_slot(x, slot))).y
 
     def release_slot(self, slot: int) -> None:
         """Give a stream's slot back, once no step of it can still be running (a cancelled

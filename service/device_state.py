@@ -34,8 +34,8 @@ from export.contract import (
     INPUT_X,
     OUTPUT_STATE,
     OUTPUT_Y,
-    SLOT_INPUTS,
     ArtifactMeta,
+    takes_slots,
 )
 
 CUDA = "CUDAExecutionProvider"
@@ -47,7 +47,7 @@ class SlotsExhausted(RuntimeError):
 
 class DeviceState:
     def __init__(self, session: ort.InferenceSession, meta: ArtifactMeta, slots: int) -> None:
-        if not set(SLOT_INPUTS) <= {i.name for i in session.get_inputs()}:
+        if not takes_slots(session):
             raise ValueError(
                 "the artifact has no slot buffer inputs: device states need a cuda-target "
                 "artifact (gru-serve export --target cuda)"

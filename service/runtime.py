@@ -22,9 +22,9 @@ from export.contract import (
     OUTPUT_HN,
     OUTPUT_HSEQ,
     OUTPUT_Y,
-    SLOT_INPUTS,
     ArtifactMeta,
     empty_slot_feeds,
+    takes_slots,
 )
 from export.placement import read_placement, record_placement
 from service.settings import Settings
@@ -36,6 +36,13 @@ CPU = "CPUExecutionProvider"
 # Full float32 matrix products: TF32 (the provider's default on Ampere and newer) keeps 10
 # mantissa bits, errors near 1e-3, and the CUDA graph must give the CPU's numbers.
 CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def provider_chain(providers: list[str]) -> list:
+    """The providers for ort.InferenceSession, CUDA with CUDA_OPTIONS."""
+    return [(p, CUDA_OPTIONS) if p == CUDA else p for p in providers]
+
+
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -79,9 +86,11 @@ class Runtime:
         self.path = Path(settings.model_path)
         self.session, self.meta = self._load()
         # A cuda-target graph also takes the stream slot buffer: plain runs feed it empty.
-        takes_slots = set(SLOT_INPUTS) <= {i.name for i in self.session.get_inputs()}
+        self.takes_slots = takes_slots(self.session)
         self._slot_feeds = (
-            empty_slot_feeds(self.meta.num_layers, self.meta.hidden_size) if takes_slots else {}
+            empty_slot_feeds(self.meta.num_layers, self.meta.hidden_size)
+            if self.takes_slots
+            else {}
         )
         self.placement = self._placement()
         if self.placement.provider == CUDA and (
@@ -138,7 +147,7 @@ class Runtime:
             session = ort.InferenceSession(
                 str(self.path),
                 self._session_options(),
-                providers=[(p, CUDA_OPTIONS) if p == CUDA else p for p in providers],
+                providers=provider_chain(providers),
             )
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             # ORT's message may span lines (and end with one): the start-up error stays one line.

@@ -132,10 +132,6 @@ class StreamSession:
         else:
             self._h = h
 
-    @property
-    def on_device(self) -> bool:
-        return self._slot is not None
-
     def _states(self) -> DeviceState:
         assert self.core.device_states is not None
         return self.core.device_states
