@@ -15,7 +15,7 @@ VARIANTS = ("cho2014", "cudnn")
 @dataclass
 class TrainSettings:
     name: str = "gru-forecaster"  # the model's identity in the artifact, /v1/models, tokens
-    version: str = "2.0.0"
+    version: str = "2.1.0"
     variant: str = "cho2014"
     hidden_size: int = 48
     num_layers: int = 1
@@ -26,7 +26,7 @@ class TrainSettings:
     lr: float = 3e-3
     cosine: bool = True  # cosine learning-rate decay over all epochs
     lr_floor: float = 0.05  # the decay's last rate, as a fraction of lr
-    patience: int = 4
+    patience: int = 24  # = epochs: every model runs the whole cosine schedule (best epoch kept)
     horizon: int = 12
     min_context: int = 24
     # --csv: longest training context, recommended to clients; competitions: the context the

@@ -89,3 +89,24 @@ def test_cudnn_step_matches_hand_computed_formulas_and_differs_from_cho2014():
     cho = _layer("cho2014")
     _, h_cho = cho(xt, ht)
     assert np.abs(h_cho[0].detach().double().numpy() - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("variant", ["cho2014", "cudnn"])
+def test_training_gradients_match_finite_differences(variant):
+    # Training takes the layer's autograd gradients (steps unbound from one input
+    # projection, weights split once): checked against central differences in float64,
+    # with rows of different lengths so the masked steps are covered too.
+    torch.manual_seed(0)
+    layer = GRULayer(2, 3, variant).double()
+    x = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, h0, *weights):
+        params = dict(zip(names, weights, strict=True))
+        return torch.func.functional_call(layer, params, (x, h0, lengths))
+
+    weights = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    assert torch.autograd.gradcheck(f, (x, h0, *weights), eps=1e-6, atol=1e-7)
