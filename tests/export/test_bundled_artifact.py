@@ -16,6 +16,7 @@ from export_helpers import TOL, run_reference
 from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
 from export.contract import ArtifactMeta
 from export.digest import weights_digest
+from export.graph import member_count
 from export.verify import max_abs_error, run_onnx, run_torch
 from model.checkpoint import load_checkpoint
 from service.cli import main
@@ -66,16 +67,20 @@ def test_bundled_metadata_matches_checkpoint(bundled):
     assert meta.quantile_levels and meta.metrics  # the service needs both from the file alone
 
 
-def test_bundled_graph_is_one_gru_node_per_layer(bundled):
-    _, _, _, meta = bundled
+def test_bundled_graph_is_one_gru_node_per_member_and_layer(bundled):
+    """The bundled ensemble's members run as GRU nodes of their own (export/graph.py)."""
+    model, info, _, meta = bundled
+    k = member_count(weights_from_model(model))
+    assert k == info["train"]["members"] > 1
     proto = onnx.load(ARTIFACT)
     onnx.checker.check_model(proto, full_check=True)
     grus = [n for n in proto.graph.node if n.op_type == "GRU"]
-    assert len(grus) == meta.num_layers
+    assert len(grus) == k * meta.num_layers
     lbr = 1 if meta.variant == "cudnn" else 0
     for node in grus:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["linear_before_reset"] == lbr and attrs.get("layout", 0) == 0
+        assert attrs["hidden_size"] == meta.hidden_size // k
 
 
 @pytest.mark.parametrize("steps", [1, 24, 104])

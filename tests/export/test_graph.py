@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from export_helpers import meta_for, onnx_bytes, torch_model
 
-from export.checkpoint_weights import meta_from_checkpoint
+from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
 from export.contract import (
     INPUT_H0,
     INPUT_LENS,
@@ -23,6 +23,8 @@ from export.contract import (
     ArtifactMeta,
     Scaler,
 )
+from export.graph import member_count
+from model.ensemble import combine
 
 
 def _dims(value_info) -> list:
@@ -45,6 +47,46 @@ def test_one_gru_node_per_layer(variant, lbr, num_layers):
         assert attrs.get("direction", b"forward") == b"forward"
         assert node.input[4] == INPUT_LENS  # sequence_lens wired in, not left empty
     assert {op.domain: op.version for op in proto.opset_import}[""] == OPSET
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_ensemble_exports_a_gru_node_per_member(num_layers):
+    """Block-diagonal weights (model/ensemble.py) become one GRU node of H/k units per member
+    and layer, reading the members' splits of the state; the state and outputs keep their
+    full width. (test_parity.py proves the function is the ensemble's.)"""
+    members = [
+        torch_model("cho2014", hidden_size=6, num_layers=num_layers, seed=s) for s in range(3)
+    ]
+    model = combine(members)
+    assert member_count(weights_from_model(model)) == 3
+    proto = onnx.load_from_string(onnx_bytes(model))
+    onnx.checker.check_model(proto, full_check=True)
+    grus = [n for n in proto.graph.node if n.op_type == "GRU"]
+    assert len(grus) == 3 * num_layers
+    assert {
+        onnx.helper.get_attribute_value(a)
+        for n in grus
+        for a in n.attribute
+        if a.name == "hidden_size"
+    } == {6}
+    outs = {v.name: v for v in proto.graph.output}
+    assert _dims(outs[OUTPUT_HN]) == [num_layers, "B", 18]
+
+
+def test_member_count_needs_exact_blocks():
+    """Any weight crossing two members (or a plain GRU's dense weights) keeps the layer whole."""
+    assert member_count(weights_from_model(torch_model("cho2014", hidden_size=12))) == 1
+    members = [torch_model("cudnn", hidden_size=4, num_layers=2, seed=s) for s in range(4)]
+    weights = weights_from_model(combine(members))
+    assert member_count(weights) == 4
+    weights.layers[1].weight_ih[2 * 16 + 1, 5] = 1e-6  # n gate, unit 1 (member 0) reads member 1
+    assert member_count(weights) == 2  # members 0+1 and 2+3 still never meet
+    weights.layers[0].weight_hh[0, 15] = 1e-6  # r gate, unit 0 reads member 3's unit 15
+    assert member_count(weights) == 1
+    for layer in weights.layers:  # untrained zeros are not H members of one unit each
+        layer.weight_hh[:] = 0.0
+        layer.weight_ih[:] = 0.0
+    assert member_count(weights) == 1
 
 
 def test_inputs_and_outputs_have_dynamic_time_and_batch():

@@ -9,14 +9,28 @@ from reference import forecaster
 
 from export.contract import INPUT_H0, INPUT_LENS, INPUT_X, OUTPUT_HN, OUTPUT_HSEQ
 from export.verify import max_abs_error, random_batch
+from model.ensemble import combine
 
 VARIANTS = ["cho2014", "cudnn"]
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+@pytest.fixture(
+    scope="module",
+    params=[(v, k) for k in (1, 3) for v in VARIANTS],
+    ids=lambda p: f"{p[0]}-{p[1]}member{'s' * (p[1] > 1)}",
+)
 def pair(request):
-    """(torch module, onnxruntime session) of one variant, shared by the module's tests."""
-    model = torch_model(request.param, input_size=2, output_size=2)
+    """(torch module, onnxruntime session) of one variant, shared by the module's tests: one
+    GRU, or an ensemble of 3 combined block-diagonally (exported as a GRU node per member)."""
+    variant, k = request.param
+    if k == 1:
+        model = torch_model(variant, input_size=2, output_size=2)
+    else:
+        members = [
+            torch_model(variant, input_size=2, hidden_size=6, output_size=2, seed=s)
+            for s in range(k)
+        ]
+        model = combine(members)
     return model, session_for(model)
 
 

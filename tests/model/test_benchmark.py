@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.benchmark import LEVELS, Served, score, to_markdown
+from model.benchmark import BASELINES, LEVELS, Served, cached_baselines, score, to_markdown
 from model.competitions import CompetitionSeries
 
 
@@ -52,3 +52,29 @@ def test_scores_per_frequency_and_overall():
     md = to_markdown(result)
     assert "| GRU (served) | 50.00 | **0.00** | **25.00** |" in md  # best in bold
     assert "| Theta (published) |  |  | 13.01 |" in md
+
+
+def test_baselines_are_computed_once_per_key(tmp_path):
+    """The second run reads the saved forecasts; other data (a new key) computes again."""
+    series = [
+        _series("a", "yearly", [1.0, 2.0, 3.0], [4.0, 5.0]),
+        _series("b", "other", [7.0], [8.0]),
+    ]
+    calls = []
+
+    def compute(ss):
+        calls.append(len(ss))
+        return [
+            {m: s.x[-1] + np.arange(s.horizon) + k for k, m in enumerate(BASELINES)} for s in ss
+        ]
+
+    first = cached_baselines("m3", series, compute, tmp_path)
+    again = cached_baselines("m3", series, compute, tmp_path)
+    assert calls == [2]
+    for a, b in zip(first, again, strict=True):
+        assert a.keys() == b.keys() and all(np.array_equal(a[m], b[m]) for m in a)
+    assert again[0]["ets"].tolist() == [6.0, 7.0]  # x[-1] = 3, + step, + 3 (ets is 4th)
+    series[1].x[0] = 7.5
+    cached_baselines("m3", series, compute, tmp_path)
+    assert calls == [2, 2]
+    assert len(list(tmp_path.iterdir())) == 2  # one file per key, no temporary left
