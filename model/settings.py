@@ -15,18 +15,18 @@ VARIANTS = ("cho2014", "cudnn")
 @dataclass
 class TrainSettings:
     name: str = "gru-forecaster"  # the model's identity in the artifact, /v1/models, tokens
-    version: str = "2.1.1"
+    version: str = "2.2.0"
     variant: str = "cho2014"
     hidden_size: int = 48
     num_layers: int = 1
     dropout: float = 0.0
-    epochs: int = 24
+    epochs: int = 32
     steps_per_epoch: int = 375
     batch_size: int = 128
     lr: float = 3e-3
     cosine: bool = True  # cosine learning-rate decay over all epochs
     lr_floor: float = 0.05  # the decay's last rate, as a fraction of lr
-    patience: int = 24  # = epochs: every model runs the whole cosine schedule (best epoch kept)
+    patience: int = 32  # = epochs: every model runs the whole cosine schedule (best epoch kept)
     horizon: int = 12
     min_context: int = 24
     # --csv: longest training context, recommended to clients; competitions: the context the
