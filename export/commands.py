@@ -48,7 +48,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "--target",
         choices=TARGETS,
         default="cpu",
-        help="graph family: cpu (one ONNX GRU node per layer, the default) or cuda (the step "
+        help="graph family: cpu (ONNX GRU nodes, one per layer or per ensemble member and layer; "
+        "the default) or cuda (the step "
         "in operators the CUDA provider runs, every node on the GPU)",
     )
     p.add_argument(

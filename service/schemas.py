@@ -242,7 +242,8 @@ class ModelInfo(Schema):
         "calibration of its own)"
     )
     target: str = Field(
-        description="the artifact's graph family: cpu (one ONNX GRU node per layer) or cuda "
+        description="the artifact's graph family: cpu (ONNX GRU nodes, one per layer or per "
+        "ensemble member and layer) or cuda "
         "(the step in plain operators, every node on the CUDA provider)"
     )
     weights_sha256: str = Field(
