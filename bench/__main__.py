@@ -15,6 +15,7 @@ SECTIONS = {
     "stream": "bench.stream",
     "overload": "bench.overload",
     "models": "bench.models",
+    "graph": "bench.graph",
 }
 
 

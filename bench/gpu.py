@@ -46,15 +46,20 @@ class Graphs:
     step: bytes  # the cuda graph's one step, for a host loop
 
 
-def build_graphs(checkpoint: str) -> Graphs:
+def checkpoint_weights(checkpoint: str) -> tuple[Any, Any]:
+    """(ForecasterWeights, ArtifactMeta) of a checkpoint, as `gru-serve export` reads them."""
     from export.checkpoint_weights import meta_from_checkpoint, weights_from_model
-    from export.cuda_graph import build_cuda_model
-    from export.graph import build_model
     from model.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(checkpoint)
-    meta = meta_from_checkpoint(model.config, info, versions={})
-    weights = weights_from_model(model)
+    return weights_from_model(model), meta_from_checkpoint(model.config, info, versions={})
+
+
+def build_graphs(checkpoint: str) -> Graphs:
+    from export.cuda_graph import build_cuda_model
+    from export.graph import build_model
+
+    weights, meta = checkpoint_weights(checkpoint)
     cuda = replace(meta, target="cuda")
     return Graphs(
         build_model(weights, meta).SerializeToString(),

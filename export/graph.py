@@ -6,9 +6,9 @@ needs neither torch nor a checkpoint: tests build random artifacts with it direc
 A layer is one GRU node, unless its weights are block-diagonal (an ensemble combined by
 model/ensemble.py): then each block becomes a GRU node of its own, reading a split of the
 state. Same function, but onnxruntime's dense kernels no longer multiply the zero blocks: a
-4-member layer's recurrent product is 4x smaller. For the bundled model (4 x 48 units), one
-onnxruntime run of 72 steps took 127 instead of 305 us for one series and 1.17 instead of
-1.76 ms for 16; a single step of one series 15.5 instead of 13.3 us (four nodes to launch).
+4-member layer's recurrent product is 4x smaller. `python -m bench --sections graph` times
+both forms of the bundled model (bench/results.md): long reads are faster, a single step of
+one series a little slower (four nodes to launch instead of one).
 """
 
 from __future__ import annotations
@@ -77,13 +77,15 @@ def member_count(weights: ForecasterWeights) -> int:
     H = weights.layers[0].weight_hh.shape[1]
 
     def splits(lw: LayerWeights, k: int, first: bool) -> bool:
-        size = H // k
-        own = np.kron(np.eye(k, dtype=bool), np.ones((size, size), dtype=bool))  # (H, H)
+        own = np.eye(k, dtype=bool)  # [row block, column block]
+
+        def blocks(w: np.ndarray) -> np.ndarray:  # (3H, H) -> (gate, row blk, col blk, ., .)
+            return w.reshape(3, k, H // k, k, H // k).transpose(0, 1, 3, 2, 4)
+
         mats = [lw.weight_hh] if first else [lw.weight_hh, lw.weight_ih]
-        if any(np.any(g[~own]) for w in mats for g in np.split(w, 3, axis=0)):
+        if any(np.any(blocks(w)[:, ~own]) for w in mats):
             return False
-        blocks = lw.weight_hh.reshape(3, k, size, k, size)  # gate, row block, ., col block, .
-        return all(np.any(blocks[:, j, :, j, :]) for j in range(k))
+        return bool(np.all(np.any(blocks(lw.weight_hh)[:, own], axis=(0, 2, 3))))
 
     for k in range(H, 1, -1):
         if H % k == 0 and all(splits(lw, k, i == 0) for i, lw in enumerate(weights.layers)):
@@ -101,8 +103,12 @@ def member_weights(layer: LayerWeights, j: int, k: int, first: bool) -> LayerWei
     return LayerWeights(w_ih, layer.weight_hh[rows, own], layer.bias_ih[rows], layer.bias_hh[rows])
 
 
-def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelProto:
-    """The complete artifact: graph, initializers and metadata; passes onnx.checker (full)."""
+def build_model(
+    weights: ForecasterWeights, meta: ArtifactMeta, split_members: bool = True
+) -> onnx.ModelProto:
+    """The complete artifact: graph, initializers and metadata; passes onnx.checker (full).
+    split_members=False keeps an ensemble one GRU node per layer (the same function; bench/graph.py
+    times the two)."""
     L, H, F, O = meta.num_layers, meta.hidden_size, meta.input_size, meta.output_size
     if meta.target != "cpu":
         raise ValueError(f"build_model builds target 'cpu', metadata says {meta.target!r}")
@@ -117,7 +123,7 @@ def build_model(weights: ForecasterWeights, meta: ArtifactMeta) -> onnx.ModelPro
 
     const("axis0", np.array([0], dtype=np.int64))
     const("axis1", np.array([1], dtype=np.int64))
-    k = member_count(weights)
+    k = member_count(weights) if split_members else 1
     if k > 1:
         const("member_units", np.full(k, H // k, dtype=np.int64))
     member_in = [INPUT_X] * k  # each member's input to the current layer
@@ -208,7 +214,8 @@ def _layer(
     if k == 1 or last:
         # [T, 1, B, H] -> [T, B, H] (the ONNX GRU zeroes rows past their length)
         nodes.append(helper.make_node("Squeeze", [f"Y{i}", "axis1"], [f"seq{i}"]))
-        next_in = [f"seq{i}"] * k
+    if k == 1:
+        next_in = [f"seq{i}"]
     return next_in
 
 

@@ -127,21 +127,20 @@ def choose_context(model: GRUForecaster, corpus: Corpus) -> tuple[int, dict[str,
     return best, {str(c): round(s, 4) for c, s in scores.items()}
 
 
-def _table(fc, rows: list[int], horizon: int, levels) -> list[list[float]]:
-    """Offsets [level][step] from the residuals of windows `rows`, read at the levels widened
+def _table(residuals: np.ndarray, levels) -> list[list[float]]:
+    """Offsets [level][step] from the residuals (windows, steps), read at the levels widened
     for that many windows (model.quantiles.finite_sample_levels)."""
-    residuals = fc.residuals(horizon)[rows]
-    return calibrate_pooled(residuals, levels=finite_sample_levels(levels, len(rows)))
+    return calibrate_pooled(residuals, levels=finite_sample_levels(levels, len(residuals)))
 
 
 def calibrate_tables(fc, levels=LEVELS) -> tuple[list, dict[str, list]]:
     """Pooled offsets [level][step] over every window, and one table per frequency."""
-    pooled = _table(fc, list(range(len(fc.windows))), TABLE_HORIZON, levels)
+    pooled = _table(fc.residuals(TABLE_HORIZON), levels)
     by_freq = {}
     for f in FREQUENCIES:
         rows = [i for i, w in enumerate(fc.windows) if w.frequency == f]
         if rows:
-            by_freq[f] = _table(fc, rows, HORIZONS[f], levels)
+            by_freq[f] = _table(fc.residuals(HORIZONS[f])[rows], levels)
     return pooled, by_freq
 
 
@@ -153,18 +152,16 @@ def holdout_coverage(fc, seed: int, levels=LEVELS) -> dict[str, dict[str, float]
     out: dict[str, dict[str, float]] = {}
     for f in FREQUENCIES:
         hits: dict[str, list[np.ndarray]] = {}
+        residuals = fc.residuals(HORIZONS[f])
+        ours = np.array([w.frequency == f for w in fc.windows])
         for fit_half in (True, False):
-            fit_rows = [
-                i for i, w in enumerate(fc.windows) if w.frequency == f and half[i] == fit_half
-            ]
-            test_rows = [
-                i for i, w in enumerate(fc.windows) if w.frequency == f and half[i] != fit_half
-            ]
-            if not fit_rows or not test_rows:
+            fit, held_out = (
+                residuals[ours & (half == fit_half)],
+                residuals[ours & (half != fit_half)],
+            )
+            if not len(fit) or not len(held_out):
                 continue
-            h = HORIZONS[f]
-            offsets = _table(fc, fit_rows, h, levels)
-            held_out = fc.residuals(h)[test_rows]
+            offsets = _table(fit, levels)
             for k, inside in coverage_masked(held_out, levels, offsets).items():
                 hits.setdefault(k, []).append(inside)
         if hits:

@@ -23,7 +23,8 @@ from export.contract import (
     ArtifactMeta,
     Scaler,
 )
-from export.graph import member_count
+from export.graph import build_model, member_count
+from export.verify import max_abs_error, random_batch, run_onnx
 from model.ensemble import combine
 
 
@@ -71,6 +72,20 @@ def test_ensemble_exports_a_gru_node_per_member(num_layers):
     } == {6}
     outs = {v.name: v for v in proto.graph.output}
     assert _dims(outs[OUTPUT_HN]) == [num_layers, "B", 18]
+    # kept whole on request (bench/graph.py times both): one node per layer, the same answers
+    whole = build_model(weights_from_model(model), meta_for(model), split_members=False)
+    assert sum(n.op_type == "GRU" for n in whole.graph.node) == num_layers
+    x, h0, lengths = random_batch(1, num_layers, 18, batch=5, steps=30, seed=num_layers)
+    split_out, whole_out = (
+        run_onnx(
+            ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]),
+            x,
+            h0,
+            lengths,
+        )
+        for m in (proto, whole)
+    )
+    assert max_abs_error(split_out, whole_out, lengths) <= 1e-6
 
 
 def test_member_count_needs_exact_blocks():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import erf, sqrt
+
 import numpy as np
 import pytest
 import torch
@@ -72,18 +74,18 @@ def test_finite_sample_levels_stretch_away_from_the_median():
         finite_sample_levels((0.9,), 0)
 
 
+def covered(table) -> float:
+    """Share of a standard normal inside a (low, high) table, averaged over its steps."""
+    lo, hi = np.asarray(table)
+    inside = [erf(b / sqrt(2)) - erf(a / sqrt(2)) for a, b in zip(lo, hi, strict=True)]
+    return 0.5 * float(np.mean(inside))
+
+
 def test_stretched_levels_cover_their_nominal_share_on_average():
     """Tables from 19 normal draws, scored exactly on the normal distribution: the plain levels
     cover about 77% at 80% (the order statistics fall short on average), the stretched 80%."""
-    from math import erf, sqrt
-
     rng = np.random.default_rng(0)
     levels, n = (0.1, 0.9), 19
-
-    def covered(table) -> float:
-        lo, hi = (row[0] for row in table)
-        return 0.5 * (erf(hi / sqrt(2)) - erf(lo / sqrt(2)))
-
     plain, stretched = [], []
     for _ in range(4000):
         residuals = rng.normal(size=(n, 1))
@@ -98,16 +100,8 @@ def test_stretched_levels_cover_their_nominal_share_on_average():
 def test_stretch_overshoots_a_little_when_steps_are_independent():
     """38 windows of 8 independent normal steps pool 304 residuals: the plain table already
     covers close to 80%, the stretched one a little more (what the docstring says)."""
-    from math import erf, sqrt
-
     rng = np.random.default_rng(1)
     levels = (0.1, 0.9)
-
-    def covered(table) -> float:
-        lo, hi = np.asarray(table)
-        inside = [erf(b / sqrt(2)) - erf(a / sqrt(2)) for a, b in zip(lo, hi, strict=True)]
-        return 0.5 * float(np.mean(inside))
-
     plain, stretched = [], []
     for _ in range(600):
         residuals = rng.normal(size=(38, 8))
