@@ -44,21 +44,24 @@ def build_request(path: str, body: bytes, port: int) -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float | None]:
+    """(status, body, the Retry-After seconds when a 503 carries one)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = None
+    length, retry_after = None, None
     for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
+        name = line[:15].lower()
+        if name == b"content-length:":
             length = int(line[15:])
-            break
+        elif status == 503 and name[:12] == b"retry-after:":
+            retry_after = float(line[12:])
     if length is None:
         raise RuntimeError("response without Content-Length")
     body = await reader.readexactly(length)
-    return status, body
+    return status, body, retry_after
 
 
-async def _client(port, request, t_measure, t_stop, records, statuses) -> None:
+async def _client(port, request, t_measure, t_stop, records, statuses, backoff) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while True:
@@ -66,24 +69,29 @@ async def _client(port, request, t_measure, t_stop, records, statuses) -> None:
             if t0 >= t_stop:
                 break
             writer.write(request)
-            status, _ = await _read_response(reader)
+            status, _, retry_after = await _read_response(reader)
             t1 = time.perf_counter()
             if t0 >= t_measure and t1 <= t_stop:
                 records.append((status, t1 - t0))
             statuses[status] = statuses.get(status, 0) + 1
+            if backoff and retry_after is not None:  # a client that waits as it is told
+                await asyncio.sleep(max(0.0, min(retry_after, t_stop - t1)))
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
 
-async def _run(port, request, clients, warmup_s, seconds) -> LoadResult:
+async def _run(port, request, clients, warmup_s, seconds, backoff) -> LoadResult:
     t_measure = time.perf_counter() + warmup_s
     t_stop = t_measure + seconds
     records: list[tuple[int, float]] = []
     statuses: dict[int, int] = {}
     await asyncio.gather(
-        *[_client(port, request, t_measure, t_stop, records, statuses) for _ in range(clients)]
+        *[
+            _client(port, request, t_measure, t_stop, records, statuses, backoff)
+            for _ in range(clients)
+        ]
     )
     lat = np.array([lat for status, lat in records if status == 200])
     errors = sum(1 for status, _ in records if status != 200)
@@ -92,13 +100,22 @@ async def _run(port, request, clients, warmup_s, seconds) -> LoadResult:
 
 
 def run_load(
-    port: int, path: str, body: bytes, clients: int, seconds: float, warmup_s: float = 0.5
+    port: int,
+    path: str,
+    body: bytes,
+    clients: int,
+    seconds: float,
+    warmup_s: float = 0.5,
+    honour_retry_after: bool = False,
 ) -> LoadResult:
-    """Closed loop: `clients` connections for warmup_s + seconds; only the measured window counts."""
+    """Closed loop: `clients` connections for warmup_s + seconds; only the measured window
+    counts. With `honour_retry_after`, a client refused with 503 + Retry-After waits that long
+    before its next request (else it sends the next one at once)."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    return runner(_run(port, build_request(path, body, port), clients, warmup_s, seconds))
+    request = build_request(path, body, port)
+    return runner(_run(port, request, clients, warmup_s, seconds, honour_retry_after))

@@ -7,13 +7,16 @@ accepted requests' p99 becomes against the normal figure, how the memory moves, 
 after the load stops a request is served at its normal latency again.
 
 Streams: ten times the session limit connect at once; how many get a session, and how fast
-the others are told to come back (close 1013).
+the others are told to come back (close 1013). Beside it, in turn, as many bare handshakes
+at once on a uvicorn websocket echo: what any uvicorn server pays before it can refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
+import sys
 import time
 
 import httpx
@@ -27,6 +30,7 @@ from bench.stream import Closed, WsClient, client_frame
 
 GOALS = {"refusal_p99_ms": 50.0, "accepted_p99_vs_normal": 3.0, "recovery_s": 1.0}
 SESSION_LIMIT = 32
+SESSION_ROUNDS = 3  # bursts of a few hundred handshakes swing a lot: the median of rounds
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -37,6 +41,10 @@ def _pct(values: np.ndarray, q: float) -> float | None:
 def _within(value: float | None, bound: float) -> bool | None:
     """A latency goal: met, missed, or None when there was nothing to time."""
     return None if value is None else value <= bound
+
+
+def _ms_list(values: list[float | None]) -> str:
+    return " / ".join("-" if v is None else f"{v:g}" for v in values)
 
 
 def _recovery_s(port: int, body: bytes, normal_p50_ms: float, bound_s: float = 10.0) -> float:
@@ -80,36 +88,80 @@ async def _sessions(port: int, n: int) -> dict:
     }
 
 
-def run(args) -> tuple[dict, str]:
-    model, model_desc = procs.artifact(args.model)
-    body = request_body(args.length, args.horizon)
-    clients = max(args.levels)
+async def _handshakes(port: int, n: int) -> float | None:
+    """p99 ms of n websocket handshakes started at once on the echo floor."""
+
+    async def one():
+        t0 = time.perf_counter()
+        ws = await WsClient.connect(port, "/")
+        return time.perf_counter() - t0, ws
+
+    results = await asyncio.gather(*(one() for _ in range(n)))
+    for _, ws in results:
+        await ws.close()
+    return _pct(np.array([t for t, _ in results]), 99)
+
+
+def _session_rounds(model, n: int) -> dict:
+    """The sessions burst on the service and n bare handshakes on the echo floor, in turn,
+    SESSION_ROUNDS times: the last round's counts, the median p99 of each side."""
     port = procs.free_port()
-    server = procs.start(
-        "service", procs.serve_cmd(model, port, access_log="false"), port, "/readyz"
-    )
-    try:
-        normal = run_load(port, PATH, body, clients, args.seconds)
-        rss_before = server.memory_mb()["VmRSS"]
-        over = run_load(port, PATH, body, 10 * clients, args.seconds)
-        rss_after = server.memory_mb()
-        recovery = _recovery_s(port, body, normal.pct_ms(50))
-    finally:
-        server.stop()
-    port = procs.free_port()
-    server = procs.start(
+    service = procs.start(
         "service",
         procs.serve_cmd(model, port, access_log="false", max_sessions=SESSION_LIMIT),
         port,
         "/readyz",
     )
+    echo = None
     try:
-        sessions = asyncio.run(_sessions(port, 10 * SESSION_LIMIT))
+        echo_port = procs.free_port()
+        echo = procs.start(
+            "ws-echo",
+            [sys.executable, "-m", "bench.stream", "echo", "--port", str(echo_port)],
+            echo_port,
+            "/",
+        )
+        refusals, floor = [], []
+        for _ in range(SESSION_ROUNDS):
+            sessions = asyncio.run(_sessions(port, n))
+            refusals.append(sessions["refusal_p99_ms"])
+            floor.append(asyncio.run(_handshakes(echo_port, n)))
+            time.sleep(0.3)  # the closed sessions leave the registry
+    finally:
+        service.stop()
+        if echo is not None:
+            echo.stop()
+    sessions["refusal_p99_rounds_ms"] = refusals
+    sessions["refusal_p99_ms"] = None if None in refusals else statistics.median(refusals)
+    sessions["echo_handshake_p99_rounds_ms"] = floor
+    sessions["echo_handshake_p99_ms"] = None if None in floor else statistics.median(floor)
+    return sessions
+
+
+def run(args) -> tuple[dict, str]:
+    model, model_desc = procs.artifact(args.model)
+    body = request_body(args.length, args.horizon)
+    clients = max(args.levels)
+    flags = {"access_log": "false"}
+    if args.queue_deadline_ms is not None:
+        flags["queue_deadline_ms"] = args.queue_deadline_ms
+    port = procs.free_port()
+    server = procs.start("service", procs.serve_cmd(model, port, **flags), port, "/readyz")
+    try:
+        normal = run_load(port, PATH, body, clients, args.seconds)
+        rss_before = server.memory_mb()["VmRSS"]
+        over = run_load(port, PATH, body, 10 * clients, args.seconds,
+                        honour_retry_after=args.honour_retry_after)  # fmt: skip
+        rss_after = server.memory_mb()
+        recovery = _recovery_s(port, body, normal.pct_ms(50))
     finally:
         server.stop()
+    sessions = _session_rounds(model, 10 * SESSION_LIMIT)
     offered = sum(over.statuses.values()) / over.seconds
     rest = {
         "clients": {"normal": clients, "overload": 10 * clients},
+        "queue_deadline_ms": args.queue_deadline_ms,  # None: the service's default
+        "clients_honour_retry_after": args.honour_retry_after,
         "normal": {"rps": round(normal.rps, 1), "p50_ms": round(normal.pct_ms(50), 2),
                    "p99_ms": round(normal.pct_ms(99), 2)},
         "overload": {
@@ -150,9 +202,15 @@ def _markdown(d: dict, seconds: float) -> str:
     ]  # fmt: skip
     verdict = {True: "yes", False: "**no**", None: "not measured: no request was refused"}
     goals = table(["goal", "met"], [[g, verdict[ok]] for g, ok in d["goals"].items()])
+    deadline = r.get("queue_deadline_ms")
+    setup = (
+        f"queue_deadline_ms {'default' if deadline is None else f'{deadline:g}'}; refused "
+        + ("clients wait their Retry-After" if r.get("clients_honour_retry_after") else
+           "clients retry at once")
+    )  # fmt: skip
     return (
         f"`POST {PATH}` at the highest client count, then ten times as many clients, "
-        f"{seconds} s each, closed loop; model: {d['model']}.\n\n"
+        f"{seconds} s each, closed loop; model: {d['model']}; {setup}.\n\n"
         f"{table(['', 'normal', 'overload'], rows)}\n\n"
         f"Served p99 under overload / normal p99: {d['accepted_p99_vs_normal']}. RSS "
         f"{r['rss_mb']['before']} MB before the overload, {r['rss_mb']['after']} MB after "
@@ -160,10 +218,24 @@ def _markdown(d: dict, seconds: float) -> str:
         f"again {r['recovery_s']} s after the load stopped.\n\n"
         f"Streams: {s['sessions_tried']} sessions at once against a limit of {SESSION_LIMIT}: "
         f"{s['ready']} started, {s['refused_1013']} closed with 1013 (p99 "
-        f"{s['refusal_p99_ms'] if s['refused_1013'] else '-'} ms), {s['other']} otherwise."
+        f"{s['refusal_p99_ms'] if s['refused_1013'] else '-'} ms), {s['other']} otherwise "
+        f"(the last of {SESSION_ROUNDS} rounds; the p99 is their median, rounds "
+        f"{_ms_list(s['refusal_p99_rounds_ms'])} ms). The same number of bare handshakes at once "
+        f"on a uvicorn websocket echo, in turn: p99 {_ms_list([s['echo_handshake_p99_ms']])} ms "
+        f"(rounds {_ms_list(s['echo_handshake_p99_rounds_ms'])} ms), the time any uvicorn server "
+        "takes before it can refuse."
         f"\n\n{goals}\n"
     )
 
 
 def add_arguments(p) -> None:  # the REST section's --length/--horizon are shared
-    pass
+    p.add_argument(
+        "--queue-deadline-ms",
+        type=float,
+        help="overload: the service's queue_deadline_ms (default: the service's default)",
+    )
+    p.add_argument(
+        "--honour-retry-after",
+        action="store_true",
+        help="overload: a refused client waits its Retry-After (default: retries at once)",
+    )

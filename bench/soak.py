@@ -71,7 +71,7 @@ async def paced_rest_client(port: int, request: bytes, period_s: float, stop: fl
                 await asyncio.sleep(next_at - now)
             t0 = time.perf_counter()
             writer.write(request)
-            status, _ = await _read_response(reader)
+            status, _, _ = await _read_response(reader)
             t1 = time.perf_counter()
             if status == 200:
                 rec.done.append((t1, t1 - t0))

@@ -66,6 +66,20 @@ class JsonFormatter(logging.Formatter):
         return _encode(out)
 
 
+class WebsocketChatter(logging.Filter):
+    """Drops uvicorn's three INFO lines per websocket ('"WebSocket /path" [accepted]' with the
+    client's address, then 'connection open' and 'connection closed'): RequestContext's access
+    log already writes one line per websocket with its route, status and request id, and
+    `access_log` false must silence websockets too. Warnings and errors pass."""
+
+    _LINES = frozenset({"connection open", "connection closed"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not (record.msg in self._LINES or record.msg.startswith('%s - "WebSocket %s"'))
+
+
 def configure_logging(level: str = "info", stream=None) -> None:
     """JSON lines on stderr for every logger, uvicorn's included (run it with log_config=None)."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -79,6 +93,9 @@ def configure_logging(level: str = "info", stream=None) -> None:
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    error_log = logging.getLogger("uvicorn.error")  # where uvicorn logs each websocket
+    if not any(isinstance(f, WebsocketChatter) for f in error_log.filters):
+        error_log.addFilter(WebsocketChatter())
     # warnings (numpy's RuntimeWarnings, deprecations) go through logging as JSON lines
     # (logger py.warnings) instead of plain text on stderr
     logging.captureWarnings(True)

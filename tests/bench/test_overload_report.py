@@ -39,6 +39,9 @@ def test_report_says_none_refused_instead_of_a_number():
             "refused_1013": 0,
             "other": 288,
             "refusal_p99_ms": None,
+            "refusal_p99_rounds_ms": [None, None, None],
+            "echo_handshake_p99_ms": 61.5,
+            "echo_handshake_p99_rounds_ms": [61.5, 40.25, 70.0],
         },  # fmt: skip
         "goals": {"refusals answered within 50 ms (p99)": None, "sessions refused": False},
     }
@@ -47,4 +50,6 @@ def test_report_says_none_refused_instead_of_a_number():
     assert "| refusals answered within 50 ms (p99) | not measured: no request was refused |" in md
     assert "| sessions refused | **no** |" in md
     assert "0 closed with 1013 (p99 - ms), 288 otherwise" in md
+    assert "rounds - / - / - ms" in md
+    assert "echo, in turn: p99 61.5 ms (rounds 61.5 / 40.25 / 70 ms)" in md
     assert "None" not in md

@@ -141,3 +141,46 @@ def test_warnings_are_json_lines(captured) -> None:
     assert len(got) == 1, captured.getvalue()
     assert got[0]["level"] == "warning" and "RuntimeWarning" in got[0]["message"]
     assert "overflow" in got[0]["message"]
+
+
+def test_uvicorn_websocket_lines_are_left_to_the_access_log(serve_process) -> None:
+    """A real server: one access line per websocket (with its request id), none of uvicorn's
+    three per-connection lines; with the access log off, no per-connection line at all."""
+    from websockets.sync.client import connect
+
+    for access in ("true", "false"):
+        server = serve_process(access_log=access)
+        url = server.base_url.replace("http://", "ws://") + "/v1/stream"
+        with connect(url, additional_headers={"X-Request-ID": f"ws-{access}"}) as ws:
+            ws.send(json.dumps({"type": "start", "history": [1.0, 2.0, 3.0]}))
+            assert json.loads(ws.recv())["type"] == "ready"
+        server.stop()
+        records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+        chatter = [
+            d for d in records
+            if d["message"] in ("connection open", "connection closed") or "WebSocket" in d["message"]
+        ]  # fmt: skip
+        assert chatter == []
+        mine = [d for d in records if d.get("request_id") == f"ws-{access}"]
+        if access == "true":
+            assert [(d["logger"], d["route"], d["status"]) for d in mine] == [
+                ("gru_serve.access", "/v1/stream", 101)
+            ]
+        else:
+            assert mine == []
+        assert any(d["logger"] == "uvicorn.error" for d in records)  # its other lines stay
+
+
+def test_websocket_filter_passes_everything_else() -> None:
+    from service.logs import WebsocketChatter
+
+    f = WebsocketChatter()
+
+    def rec(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", level, "", 0, msg, None, None)
+
+    assert not f.filter(rec('%s - "WebSocket %s" [accepted]'))
+    assert not f.filter(rec('%s - "WebSocket %s" 403'))
+    assert not f.filter(rec("connection closed"))
+    assert f.filter(rec("Application startup complete."))
+    assert f.filter(rec("connection closed", logging.WARNING))  # not INFO: kept
