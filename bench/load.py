@@ -44,17 +44,25 @@ def build_request(path: str, body: bytes, port: int) -> bytes:
     return head.encode() + body
 
 
+def _seconds(value: bytes) -> float | None:
+    """A Retry-After in seconds; None for an HTTP date or anything else (a date is never sent
+    by the service, and the client then simply does not wait)."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float | None]:
     """(status, body, the Retry-After seconds when a 503 carries one)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length, retry_after = None, None
     for line in head.split(b"\r\n")[1:]:
-        name = line[:15].lower()
-        if name == b"content-length:":
+        if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-        elif status == 503 and name[:12] == b"retry-after:":
-            retry_after = float(line[12:])
+        elif status == 503 and line[:12].lower() == b"retry-after:":
+            retry_after = _seconds(line[12:])
     if length is None:
         raise RuntimeError("response without Content-Length")
     body = await reader.readexactly(length)

@@ -62,16 +62,13 @@ class Server:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) the server process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(Path(f"/proc/{self.proc.pid}/stat"))
 
     def loop_cpu_s(self) -> float:
         """CPU seconds of the server's main thread so far: uvicorn's event loop (HTTP, JSON,
         validation, the batcher's bookkeeping). The service's onnxruntime runs and the scaling
         around them happen on other threads."""
-        stat = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat"))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -141,6 +138,13 @@ def artifact(path: str | None = None) -> tuple[Path, str]:
     path = Path(tempfile.mkdtemp()) / "tiny.onnx"
     write_tiny_artifact(path)
     return path, "tiny random artifact (2 layers x 8 units; bundled one absent)"
+
+
+def stat_cpu_s(stat: Path) -> float:
+    """utime + stime in seconds from a /proc stat file (a process's, or one thread's under
+    task/): fields 14 and 15, counted after the command name, which may hold spaces."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mean_rows(before: tuple[float, float], after: tuple[float, float]) -> float | None:

@@ -45,7 +45,7 @@ def measure(server: procs.Server, body: bytes, levels, seconds: float, batches: 
                 "p50_ms": round(r.pct_ms(50), 2),
                 "p99_ms": round(r.pct_ms(99), 2),
                 "server_cpu_ms_per_req": round(1000 * cpu / answered, 3),
-                # of it, the event loop's thread (the rest: the service's model runs)
+                # of it, the main thread's: the event loop (the service's model runs elsewhere)
                 "loop_cpu_ms_per_req": round(1000 * loop / answered, 3),
                 "ok": r.ok,
                 "errors": r.errors,
@@ -201,24 +201,22 @@ def markdown(res: dict, levels, ratios) -> str:
             mb = r["mean_batch_rows"]
             if name == "naive":
                 mb = 1.0  # one onnxruntime run per step per request, by construction
-            loop = r.get("loop_cpu_ms_per_req", "-")  # absent from older results files
             rows.append([name, r["clients"], r["rps"], r["p50_ms"], r["p99_ms"],
-                         "-" if mb is None else mb, r["server_cpu_ms_per_req"], loop,
-                         r["errors"]])  # fmt: skip
+                         "-" if mb is None else mb, r["server_cpu_ms_per_req"],
+                         r["loop_cpu_ms_per_req"], r["errors"]])  # fmt: skip
     header = ["app", "clients", "req/s", "p50 ms", "p99 ms", "mean batch rows",
               "server CPU ms/req", "of it event loop", "non-200"]  # fmt: skip
     perf = table(header, rows)
-    top, floor = res["levels"]["service"][-1], res["levels"]["floor"][-1]
-    if "loop_cpu_ms_per_req" in top:
-        off_loop = top["server_cpu_ms_per_req"] - top["loop_cpu_ms_per_req"]
-        perf += (
-            f"\n\nAt {top['clients']} clients the service spends "
-            f"{top['server_cpu_ms_per_req']} ms of CPU per request: "
-            f"{top['loop_cpu_ms_per_req']} ms on the event loop (HTTP, JSON, validation, "
-            f"batching) and {off_loop:.3f} ms off it (onnxruntime runs and the scaling around "
-            f"them). The floor, which runs no model, spends {floor['server_cpu_ms_per_req']} ms, "
-            f"{floor['loop_cpu_ms_per_req']} ms of it on its event loop."
-        )
+    top, floor = (max(res["levels"][n], key=lambda r: r["clients"]) for n in ("service", "floor"))
+    off_loop = top["server_cpu_ms_per_req"] - top["loop_cpu_ms_per_req"]
+    perf += (
+        f"\n\nAt {top['clients']} clients the service spends "
+        f"{top['server_cpu_ms_per_req']} ms of CPU per request: "
+        f"{top['loop_cpu_ms_per_req']} ms on the event loop (HTTP, JSON, validation, "
+        f"batching) and {off_loop:.3f} ms off it (onnxruntime runs and the scaling around "
+        f"them). The floor, which runs no model, spends {floor['server_cpu_ms_per_req']} ms, "
+        f"{floor['loop_cpu_ms_per_req']} ms of it on its event loop."
+    )
     rat = table(
         ["clients", "service/floor req/s", "service/naive req/s", "service p99 / floor p99"],
         [[c, ratios[c]["vs_floor_rps"], ratios[c]["vs_naive_rps"], ratios[c]["p99_vs_floor"]]

@@ -64,6 +64,13 @@ def serve_echo(port: int) -> None:
 
 
 # ---- a lean websocket client -------------------------------------------------------------------------
+def start_echo() -> procs.Server:
+    """The websocket echo floor in a uvicorn process of its own, on a free port."""
+    port = procs.free_port()
+    cmd = [sys.executable, "-m", "bench.stream", "echo", "--port", str(port)]
+    return procs.start("ws-echo", cmd, port, "/")
+
+
 def client_frame(payload: bytes, opcode: int = 1) -> bytes:
     """A masked client frame. The mask key is zero, so the payload goes out as is (masking
     with zeros is the identity): the client spends nothing on masking."""
@@ -229,10 +236,7 @@ def run(args) -> tuple[dict, str]:
     results: dict = {"model": model_desc, "seconds": args.seconds, "levels": levels, "goals": {}}
     # Both servers up at once, measured level by level in turn (floor, then service), so a
     # change in the machine's load hits both sides of a ratio alike.
-    port = procs.free_port()
-    floor = procs.start(
-        "ws-echo", [sys.executable, "-m", "bench.stream", "echo", "--port", str(port)], port, "/"
-    )
+    floor = start_echo()
     service = None
     try:
         port = procs.free_port()

@@ -67,12 +67,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class WebsocketChatter(logging.Filter):
-    """Drops uvicorn's three INFO lines per websocket ('"WebSocket /path" [accepted]' with the
-    client's address, then 'connection open' and 'connection closed'): RequestContext's access
-    log already writes one line per websocket with its route, status and request id, and
-    `access_log` false must silence websockets too. Warnings and errors pass."""
+    """Drops the INFO lines logged on 'uvicorn.error' for each websocket: uvicorn's own
+    ('"WebSocket /path" [accepted]', or a status, with the client's address) and those of the
+    websockets library it hands that logger ('connection open', 'connection closed', and
+    'connection rejected (403 Forbidden)' for a refused handshake). RequestContext's access
+    log writes one line per websocket (route, status, duration, request id), and `access_log`
+    false must silence websockets too. Warnings and errors pass."""
 
-    _LINES = frozenset({"connection open", "connection closed"})
+    _LINES = frozenset(
+        {
+            "connection open",
+            "connection closed",
+            "connection rejected (%d %s)",
+            "HTTP response sent (%d %s)",
+        }
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or not isinstance(record.msg, str):

@@ -49,7 +49,7 @@ def test_report_says_none_refused_instead_of_a_number():
     assert "| refusal p50 / p99 ms | - | - |" in md
     assert "| refusals answered within 50 ms (p99) | not measured: no request was refused |" in md
     assert "| sessions refused | **no** |" in md
-    assert "0 closed with 1013 (p99 - ms), 288 otherwise" in md
+    assert "0 closed with 1013 (p99 - ms) in the last of 3 rounds, 288 otherwise in all" in md
     assert "rounds - / - / - ms" in md
     assert "echo, in turn: p99 61.5 ms (rounds 61.5 / 40.25 / 70 ms)" in md
     assert "None" not in md

@@ -22,3 +22,31 @@ def test_checkout_holds_the_revisions_files():
         assert not (tree / ".git").exists()
     finally:
         shutil.rmtree(tree)
+
+
+def test_loop_cpu_counts_the_main_thread_only(tmp_path):
+    """A process that spins in a second thread while its main thread sleeps: the process's
+    CPU grows, its main thread's barely."""
+    import sys
+    import time
+
+    from bench.procs import Server
+
+    spin = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.6: pass\n"
+        "threading.Thread(target=spin).start()\n"
+        "time.sleep(2)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        server = Server("spin", proc, 0, 0.0, tmp_path / "log")
+        time.sleep(1.2)  # the thread has spun its 0.6 s of CPU
+        total, loop = server.cpu_s(), server.loop_cpu_s()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert total >= 0.5
+    assert loop < 0.2

@@ -144,34 +144,42 @@ def test_warnings_are_json_lines(captured) -> None:
 
 
 def test_uvicorn_websocket_lines_are_left_to_the_access_log(serve_process) -> None:
-    """A real server: one access line per websocket (with its request id), none of uvicorn's
-    three per-connection lines; with the access log off, no per-connection line at all."""
+    """A real server: one access line per websocket (with its request id), accepted or refused
+    at the handshake, and none of the per-connection lines of uvicorn and websockets; with the
+    access log off, no per-connection line at all."""
+    from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
     for access in ("true", "false"):
-        server = serve_process(access_log=access)
+        server = serve_process(access_log=access, api_keys="k1")
         url = server.base_url.replace("http://", "ws://") + "/v1/stream"
-        with connect(url, additional_headers={"X-Request-ID": f"ws-{access}"}) as ws:
+        key = {"Authorization": "Bearer k1"}
+        with connect(url, additional_headers={**key, "X-Request-ID": f"ok-{access}"}) as ws:
             ws.send(json.dumps({"type": "start", "history": [1.0, 2.0, 3.0]}))
             assert json.loads(ws.recv())["type"] == "ready"
+        with pytest.raises(InvalidStatus):  # no key: refused at the handshake
+            connect(url, additional_headers={"X-Request-ID": f"no-{access}"})
         server.stop()
         records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
         chatter = [
             d for d in records
-            if d["message"] in ("connection open", "connection closed") or "WebSocket" in d["message"]
+            if d["message"].startswith(("connection ", "HTTP response sent"))
+            or "WebSocket" in d["message"]
         ]  # fmt: skip
         assert chatter == []
-        mine = [d for d in records if d.get("request_id") == f"ws-{access}"]
+        mine = [(d["logger"], d["route"], d["status"]) for d in records
+                if d.get("request_id") in (f"ok-{access}", f"no-{access}")]  # fmt: skip
         if access == "true":
-            assert [(d["logger"], d["route"], d["status"]) for d in mine] == [
-                ("gru_serve.access", "/v1/stream", 101)
+            assert sorted(mine) == [
+                ("gru_serve.access", "/v1/stream", 101),
+                ("gru_serve.access", "/v1/stream", 403),
             ]
         else:
             assert mine == []
         assert any(d["logger"] == "uvicorn.error" for d in records)  # its other lines stay
 
 
-def test_websocket_filter_passes_everything_else() -> None:
+def test_websocket_filter_passes_everything_else(captured) -> None:
     from service.logs import WebsocketChatter
 
     f = WebsocketChatter()
@@ -179,8 +187,12 @@ def test_websocket_filter_passes_everything_else() -> None:
     def rec(msg: str, level: int = logging.INFO) -> logging.LogRecord:
         return logging.LogRecord("uvicorn.error", level, "", 0, msg, None, None)
 
-    assert not f.filter(rec('%s - "WebSocket %s" [accepted]'))
-    assert not f.filter(rec('%s - "WebSocket %s" 403'))
-    assert not f.filter(rec("connection closed"))
+    for line in ('%s - "WebSocket %s" [accepted]', '%s - "WebSocket %s" %d', "connection open",
+                 "connection closed", "connection rejected (%d %s)"):  # fmt: skip
+        assert not f.filter(rec(line))
     assert f.filter(rec("Application startup complete."))
     assert f.filter(rec("connection closed", logging.WARNING))  # not INFO: kept
+    assert f.filter(rec('%s - "WebSocket %s" %d', logging.ERROR))
+    configure_logging("info", stream=captured)  # configured again: still one filter
+    filters = logging.getLogger("uvicorn.error").filters
+    assert sum(isinstance(x, WebsocketChatter) for x in filters) == 1
