@@ -66,7 +66,7 @@ def test_the_page_loads_with_no_failed_request_and_shows_the_model_card(
     assert card["name"] == model["name"] == "gru-forecaster"
     assert card["version"] == model["version"]
     assert card["variant"] == "cho2014"
-    assert card["sizes"] == "input 1, hidden 192 x 1 layer(s), output 1"
+    assert card["sizes"] == "input 1, hidden 168 x 1 layer(s), output 1"
     assert card["provider"] == model["provider"] == "CPUExecutionProvider"
     assert card["context length"] == str(model["context_length"])
     # the validation figures of the artifact's metadata

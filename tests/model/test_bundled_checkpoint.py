@@ -30,7 +30,7 @@ def bundled():
 
 def test_bundled_checkpoint_describes_itself(bundled):
     model, info = bundled
-    assert (info["name"], info["version"]) == ("gru-forecaster", "2.2.0")
+    assert (info["name"], info["version"]) == ("gru-forecaster", "2.3.0")
     assert model.config.input_size == model.config.output_size == 1
     assert model.config.variant == "cho2014"
     settings = info["train"]

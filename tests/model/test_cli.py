@@ -152,7 +152,7 @@ def test_train_csv_end_to_end_then_evaluate(capsys, tmp_path, csv_file):
     assert main(argv + TINY + ["--horizon", "6", "--context-length", "36"]) == 0
     model, info = load_checkpoint(out)
     assert model.config.hidden_size == 4 and model.config.variant == "cho2014"
-    assert (info["name"], info["version"]) == ("gru-forecaster", "2.2.0")
+    assert (info["name"], info["version"]) == ("gru-forecaster", "2.3.0")
     assert info["scaler"] == {"rule": "standard", "min_scale": 1e-3}
     assert info["horizon"] == 6 and info["context_length"] == 36
     assert len(info["quantile_offsets"]) == len(info["quantile_levels"]) == 6
