@@ -6,9 +6,9 @@ needs neither torch nor a checkpoint: tests build random artifacts with it direc
 A layer is one GRU node, unless its weights are block-diagonal (an ensemble combined by
 model/ensemble.py): then each block becomes a GRU node of its own, reading a split of the
 state. Same function, but onnxruntime's dense kernels no longer multiply the zero blocks: a
-4-member layer's recurrent product is 4x smaller. `python -m bench --sections graph` times
+3-member layer's recurrent product is 3x smaller. `python -m bench --sections graph` times
 both forms of the bundled model (bench/results.md): long reads are faster, a single step of
-one series a little slower (four nodes to launch instead of one).
+one series a little slower (three nodes to launch instead of one).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def fit(
 ) -> dict:
     """Train `model` in place on windows from `sample(rng)` (raw history (B, L), target (B, h));
     keep the weights with the lowest `validate(model)`. Returns what happened, for the info."""
-    # Matrices here are tiny (batch 128 x hidden 48): extra threads only spin, and on a
+    # Matrices here are tiny (batch 128 x hidden 56): extra threads only spin, and on a
     # 2-core machine they made a step 8x slower than one thread did.
     torch.set_num_threads(1)
     torch.manual_seed(seed)

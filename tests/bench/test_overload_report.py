@@ -29,7 +29,7 @@ def test_report_says_none_refused_instead_of_a_number():
                 "refusal_p50_ms": None,
                 "refusal_p99_ms": None,
             },
-            "rss_mb": {"before": 1, "after": 2, "peak": 2},
+            "rss_mb": {"before": 110.002176, "after": 163.536896, "peak": 163.536896},
             "recovery_s": 0.1,
         },
         "accepted_p99_vs_normal": 2.0,
@@ -52,4 +52,5 @@ def test_report_says_none_refused_instead_of_a_number():
     assert "0 closed with 1013 (p99 - ms) in the last of 3 rounds, 288 otherwise in all" in md
     assert "rounds - / - / - ms" in md
     assert "echo, in turn: p99 61.5 ms (rounds 61.5 / 40.25 / 70 ms)" in md
+    assert "RSS 110.0 MB before the overload, 163.5 MB after (peak 163.5 MB)" in md
     assert "None" not in md
