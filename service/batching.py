@@ -5,7 +5,8 @@ requests, forecast rollouts, stream steps and OIP calls all land in one queue; t
 takes up to `max_rows` of them (closing a batch early only while the runtime is idle, after
 `max_wait`), pads them to a common T with per-row `seq_lens`, runs once in a worker thread,
 and resolves each job's future with its own slice. While a run is in flight new jobs pile up,
-so batches grow with load by themselves (continuous batching).
+so batches grow with load by themselves (continuous batching); back to back, each run takes
+half of the previous run and the queue together, which keeps runs even (see `_share`).
 
 A forecast rollout advances at most `rollout_chunk` steps per worker call; a row with steps
 left goes back in the queue as a continuation, so rows that arrived meanwhile share the next
@@ -129,6 +130,7 @@ class Batcher:
         self._last_start: float | None = None
         self.runs = 0
         self.rows = 0
+        self._last_rows = 0  # rows the previous run took (see _share)
 
     @property
     def queued(self) -> int:
@@ -136,8 +138,15 @@ class Batcher:
 
     def expected_wait_s(self, rows: int = 1) -> float:
         """How long `rows` more rows would wait before their first run starts, at the recent
-        pace: the run in flight, then one run per max_rows rows queued ahead of them."""
-        runs = (1 if self._inflight is not None else 0) + len(self._queue) // self.max_rows
+        pace: the run in flight, then the runs that take the rows queued ahead of them (each
+        its `_share`)."""
+        runs = 1 if self._inflight is not None else 0
+        ahead, last = len(self._queue), self._last_rows if runs else 0
+        while ahead:
+            take = _share(last, ahead + rows, self.max_rows)
+            if take > ahead:  # the new rows start in this run
+                break
+            ahead, last, runs = ahead - take, take, runs + 1
         return runs * self._cycle_s
 
     @property
@@ -239,7 +248,10 @@ class Batcher:
                 left = head.queued_at + self.max_wait_s - time.perf_counter()
                 if len(self._queue) < self.max_rows and left > 0 and head.first is None:
                     await self._wait(until_full=True, timeout=left)
-                jobs = [self._queue.popleft() for _ in range(min(self.max_rows, len(self._queue)))]
+                last = self._last_rows if busy else 0
+                take = min(_share(last, len(self._queue), self.max_rows), len(self._queue))
+                jobs = [self._queue.popleft() for _ in range(take)]
+                self._last_rows = take
                 jobs = [j for j in jobs if not j.future.done()]  # caller gave up (cancelled)
                 if jobs:
                     self._pace(busy)
@@ -452,6 +464,20 @@ class Batcher:
                     )
                 )
         return res
+
+
+def _share(last: int, queued: int, max_rows: int) -> int:
+    """Most rows the next run takes, `last` being the rows of the run just before it when it
+    runs back to back (0 otherwise). Not back to back: all it can (max_rows). Back to back:
+    half of what the previous run and the queue hold together. Taking the whole queue there
+    settles into alternating large and tiny runs: everything that queued behind a large run
+    makes the next one large, and the few rows that arrive meanwhile a tiny one; a large run
+    leaves the event loop idle, waiting for its answers, a tiny one the worker, waiting for
+    the loop. Even runs keep both busy (measured with wrk on 2 cores: 15% more REST requests
+    per second at 16 connections, p99 5.1 against 20.9 ms, and 18% more at 64)."""
+    if last == 0:
+        return max_rows
+    return min(max_rows, max(1, -(-(last + queued) // 2)))
 
 
 def _resolve(fut: asyncio.Future) -> None:

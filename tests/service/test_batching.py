@@ -110,7 +110,9 @@ def test_batch_waits_for_stragglers_while_idle():
     assert fake.calls == [(2, 2)]
 
 
-def test_rows_queued_during_a_run_form_the_next_batch():
+def test_rows_queued_during_a_run_run_next_shared_evenly():
+    """Busy, each run takes half of what the previous run and the queue hold together: the
+    5 rows behind a 1-row run go as 3 then 2, not as one run of 5 (then one of 1, ...)."""
     fake = FakeRun()
 
     async def main():
@@ -118,13 +120,57 @@ def test_rows_queued_during_a_run_form_the_next_batch():
         first = b.submit(*job(1.0))
         await asyncio.sleep(0)  # the loop takes the first job alone (no wait)
         later = [b.submit(*job(float(i))) for i in range(5)]
-        await asyncio.gather(first, *later)
+        results = await asyncio.gather(first, *later)
         await b.stop()
-        return b
+        return b, results
 
-    b = run(main())
-    assert [rows for rows, _ in fake.calls] == [1, 5]
-    assert (b.runs, b.rows) == (2, 6)
+    b, results = run(main())
+    assert [rows for rows, _ in fake.calls] == [1, 3, 2]
+    assert (b.runs, b.rows) == (3, 6)
+    for i, r in enumerate(results[1:]):  # each row still gets its own answer
+        np.testing.assert_allclose(r.y, FakeRun.expected(*job(float(i)))[0])
+
+
+def test_a_large_queue_behind_a_small_run_splits_into_even_runs():
+    gate = threading.Semaphore(0)
+
+    class GatedRun(FakeRun):
+        def __call__(self, x, h0, lens, want_seq):
+            assert gate.acquire(timeout=GUARD_S)
+            return super().__call__(x, h0, lens, want_seq)
+
+    fake = GatedRun()
+
+    async def main():
+        b = await started(fake, max_rows=64, max_wait_s=0.0)
+        first = [b.submit(*job(1.0)) for _ in range(2)]
+        await asyncio.sleep(0.02)  # the loop took both rows; their run waits on the gate
+        later = [b.submit(*job(2.0)) for _ in range(62)]
+        b._cycle_s = 1.0  # one second a run, to read expected_wait_s in runs
+        wait = b.expected_wait_s(1)
+        for _ in range(3):
+            gate.release()
+        await asyncio.gather(*first, *later)
+        await b.stop()
+        return wait
+
+    # a new row waits for the run in flight, then the run of 33 ahead of it: it is in the third
+    assert run(main()) == 2.0
+    # (2 + 62) / 2 = 32, then 30 left: all of them (under half of 32 + 30 = 31 rounded up)
+    assert [rows for rows, _ in fake.calls] == [2, 32, 30]
+
+
+def test_an_idle_batcher_takes_every_queued_row_up_to_max_rows():
+    fake = FakeRun()
+
+    async def main():
+        b = await started(fake, max_rows=4, max_wait_s=0.0)
+        futures = [b.submit(*job(float(i))) for i in range(6)]  # all queued before it looks
+        await asyncio.gather(*futures)
+        await b.stop()
+
+    run(main())
+    assert [rows for rows, _ in fake.calls] == [4, 2]
 
 
 def test_rows_of_different_lengths_get_their_own_slices():
@@ -297,7 +343,7 @@ def test_chunked_rollouts_equal_unchunked_ones_exactly():
 
 def test_row_submitted_during_a_long_rollout_runs_before_it_finishes():
     """A 64-step rollout in chunks of 8: a plain row and a short rollout submitted while its
-    first chunk runs are answered long before it, and the short one shares its rolling runs."""
+    first chunk runs are answered long before it."""
     finished: list[str] = []
 
     async def main():
@@ -325,9 +371,11 @@ def test_row_submitted_during_a_long_rollout_runs_before_it_finishes():
     # the late rows ran in the second worker call: after the first chunk, before the second
     first_chunk = 1 + 8  # the long row's history, then 8 rollout steps
     assert calls[:first_chunk] == [(1, 3)] + [(1, 1)] * 8
+    # the next run takes half of the last run (1 row) and the queue (3) together: the two
+    # late rows, in arrival order, ahead of the long row's continuation
     assert calls[first_chunk] == (2, 2)  # both late rows' histories together
-    assert calls[first_chunk + 1 : first_chunk + 4] == [(2, 1)] * 3  # short rolls with long
-    assert calls[first_chunk + 4] == (1, 1)
+    assert calls[first_chunk + 1 : first_chunk + 4] == [(1, 1)] * 3  # the short rollout
+    assert calls[first_chunk + 4 :] == [(1, 1)] * (64 - 8)  # then the long row, alone
     assert long_result.rollout is not None and long_result.rollout.shape == (65, 1)
     assert plain.rollout is None
     assert short.rollout is not None and short.rollout.shape == (4, 1)
