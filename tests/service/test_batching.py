@@ -60,6 +60,18 @@ async def started(fake: FakeRun, max_rows: int, max_wait_s: float, **kw) -> Batc
     return b
 
 
+class PermitRun(FakeRun):
+    """A run that starts only once the test releases a permit on `gate`, one per run."""
+
+    def __init__(self, gate: threading.Semaphore) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def __call__(self, x, h0, lens, want_seq):
+        assert self.gate.acquire(timeout=GUARD_S)
+        return super().__call__(x, h0, lens, want_seq)
+
+
 # ---- the Batcher, deterministically -----------------------------------------------------------
 def test_batch_is_closed_by_size_without_waiting():
     fake = FakeRun()
@@ -133,13 +145,7 @@ def test_rows_queued_during_a_run_run_next_shared_evenly():
 
 def test_a_large_queue_behind_a_small_run_splits_into_even_runs():
     gate = threading.Semaphore(0)
-
-    class GatedRun(FakeRun):
-        def __call__(self, x, h0, lens, want_seq):
-            assert gate.acquire(timeout=GUARD_S)
-            return super().__call__(x, h0, lens, want_seq)
-
-    fake = GatedRun()
+    fake = PermitRun(gate)
 
     async def main():
         b = await started(fake, max_rows=64, max_wait_s=0.0)
@@ -706,13 +712,8 @@ def test_batcher_crash_makes_the_server_not_ready_and_requests_503(make_client):
 def test_expected_wait_follows_the_queue_at_the_busy_pace():
     gate = threading.Semaphore(0)
 
-    class GatedRun(FakeRun):
-        def __call__(self, x, h0, lens, want_seq):
-            assert gate.acquire(timeout=GUARD_S)
-            return super().__call__(x, h0, lens, want_seq)
-
     async def main():
-        b = await started(GatedRun(), max_rows=2, max_wait_s=0.0)
+        b = await started(PermitRun(gate), max_rows=2, max_wait_s=0.0)
         idle = b.expected_wait_s()
         futures = [b.submit(*job(float(i))) for i in range(12)]
         for _ in range(3):  # three runs back to back, each released after 20 ms
