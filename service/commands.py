@@ -125,6 +125,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app, load_runtimes
     from service.connections import timed_protocol
+    from service.gc_policy import tune_for_serving
     from service.logs import configure_logging
     from service.probes import ProbeServer
     from service.repository import RepositoryError
@@ -177,6 +178,7 @@ def run_serve(args: argparse.Namespace) -> int:
         callback_notify=probes.beat if probes is not None else None,
         timeout_notify=0,
     )
+    tune_for_serving()  # the models are loaded: what is alive now stays for the process
     # SIGTERM/SIGINT: not ready, streams get their tokens, in-flight requests drain, exit 0
     try:
         serve(app, config, settings.shutdown_grace_s)
