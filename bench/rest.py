@@ -79,10 +79,11 @@ def compare_cpu(
     previous_tree=None,
     label: str = "previous model",
 ) -> dict:
-    """Server CPU per request of the service on `model` against the same service on
-    `previous` (another artifact), or, with `previous_tree`, against the code of another
-    revision serving `previous`: both up at once, measured in turn at every level, `rounds`
-    times each, so the machine's swings hit both sides of the ratio alike."""
+    """Server CPU per request (and req/s and p99, means over the rounds) of the service on
+    `model` against the same service on `previous` (another artifact), or, with
+    `previous_tree`, against the code of another revision serving `previous`: both up at once,
+    measured in turn at every level, `rounds` times each, so the machine's swings hit both
+    sides of the ratio alike."""
     servers = {}
     try:
         for name, path, tree in (("service", model, None), ("previous", previous, previous_tree)):
@@ -90,6 +91,8 @@ def compare_cpu(
             cmd = procs.serve_cmd(path, port)
             servers[name] = procs.start(name, cmd, port, "/readyz", tree=tree)
         cpu: dict[str, dict[int, list[float]]] = {n: {c: [] for c in levels} for n in servers}
+        rps: dict[str, dict[int, list[float]]] = {n: {c: [] for c in levels} for n in servers}
+        p99: dict[str, dict[int, list[float]]] = {n: {c: [] for c in levels} for n in servers}
         for c in levels:
             for _ in range(rounds):
                 for name, server in servers.items():
@@ -97,6 +100,8 @@ def compare_cpu(
                     r = run_load(server.port, PATH, body, c, seconds)
                     used = server.cpu_s() - cpu0
                     cpu[name][c].append(1000 * used / max(1, sum(r.statuses.values())))
+                    rps[name][c].append(r.rps)
+                    p99[name][c].append(r.pct_ms(99))
     finally:
         for server in servers.values():
             server.stop()
@@ -107,8 +112,15 @@ def compare_cpu(
             "service_cpu_ms_per_req": round(new, 3),
             "previous_cpu_ms_per_req": round(old, 3),
             "ratio": round(new / old, 2),
+            "service_rps": round(statistics.mean(rps["service"][c]), 1),
+            "previous_rps": round(statistics.mean(rps["previous"][c]), 1),
+            "service_p99_ms": round(statistics.mean(p99["service"][c]), 2),
+            "previous_p99_ms": round(statistics.mean(p99["previous"][c]), 2),
         }
-        print(f"  {c:3d} clients: CPU ms/req service {new:.3f}, {label} {old:.3f}")
+        r = out[str(c)]
+        print(f"  {c:3d} clients: CPU ms/req service {new:.3f}, {label} {old:.3f}; req/s "
+              f"{r['service_rps']} / {r['previous_rps']}; p99 ms "
+              f"{r['service_p99_ms']} / {r['previous_p99_ms']}")  # fmt: skip
     return out
 
 
@@ -258,8 +270,11 @@ def markdown(res: dict, levels, ratios) -> str:
             continue
         prev = res[key]
         cost = table(
-            ["clients", "service CPU ms/req", f"previous {what} CPU ms/req", "ratio"],
-            [[c, r["service_cpu_ms_per_req"], r["previous_cpu_ms_per_req"], r["ratio"]]
+            ["clients", "service CPU ms/req", f"previous {what} CPU ms/req", "ratio",
+             "service req/s", f"previous {what} req/s", "service p99 ms",
+             f"previous {what} p99 ms"],
+            [[c, r["service_cpu_ms_per_req"], r["previous_cpu_ms_per_req"], r["ratio"],
+              r["service_rps"], r["previous_rps"], r["service_p99_ms"], r["previous_p99_ms"]]
              for c, r in prev["levels"].items()],
         )  # fmt: skip
         other += (
@@ -284,6 +299,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--previous-code",
         metavar="REV",
-        help="a git revision: also compare the service's CPU per request with that revision's "
-        "code serving the same model, side by side (before/after figures of a change)",
+        help="a git revision: also compare the service's CPU per request, req/s and p99 with "
+        "that revision's code serving the same model, side by side (before/after figures of a "
+        "change)",
     )

@@ -1,11 +1,10 @@
 """The garbage collector's settings for a serving process.
 
-CPython's cyclic collector runs every 700 net container allocations (gen0) and, every 100
-of those, walks every tracked object (gen2). After the imports and the model load that is
-hundreds of thousands of long-lived objects (FastAPI, pydantic, numpy, onnxruntime), so
-under load a full walk every few hundred requests stalls the event loop and the batcher's
-worker together: it set the tail of REST latency (p99 35-50 ms at 64 wrk connections on 2
-cores, 12-16 ms with this policy).
+CPython's cyclic collector runs every 700 net container allocations (gen0) and, at most
+every 100 of those, walks every tracked object (gen2). After the imports and the model load
+that is hundreds of thousands of long-lived objects (FastAPI, pydantic, numpy, onnxruntime),
+so under load a full walk every few hundred requests stalls the event loop and the batcher's
+worker together: it set the tail of REST latency (docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from __future__ import annotations
 import gc
 
 # Per-request garbage is almost all freed by reference counting; a larger gen0 budget runs
-# the collector 30x less often for the little that is cyclic.
+# the collector about 30x less often for the little that is cyclic. gen1 and gen2 keep
+# CPython's defaults, so full collections of cyclic garbage stay as regular as before.
 GEN0_THRESHOLD = 20_000
 GEN1_THRESHOLD = 10
 GEN2_THRESHOLD = 10
